@@ -1,0 +1,3 @@
+from certd.cli import main
+
+raise SystemExit(main())

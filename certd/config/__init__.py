@@ -1,0 +1,108 @@
+"""Load certd's TOML config into typed, validated models.
+
+Errors name the key path (`certificates[0].domains[1]`) and the problem, so a
+user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from certd.config._base import Section
+from certd.config.acme import AcmeConfig
+from certd.config.certificates import CertificateConfig, TargetConfig
+from certd.config.cloudflare import CloudflareConfig
+from certd.config.dns import DnsConfig
+from certd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/certd/certd.toml"
+CONFIG_ENV = "CERTD_CONFIG"
+
+__all__ = [
+    "Config", "AcmeConfig", "CertificateConfig", "TargetConfig", "CloudflareConfig",
+    "DnsConfig", "load_config", "parse_config", "resolve_config_path",
+]
+
+
+class Config(Section):
+    state_dir: str = "/var/lib/certd"
+    # SQLAlchemy URL; default: sqlite file in state_dir. PostgreSQL: postgresql+psycopg://...
+    database_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    acme: AcmeConfig = AcmeConfig()
+    cloudflare: CloudflareConfig = CloudflareConfig()
+    dns: DnsConfig = DnsConfig()
+    certificates: Annotated[list[CertificateConfig], Field(max_length=1000)] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        names = [c.name for c in self.certificates]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"certificate names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.state_dir) / 'certd.db'}"
+
+    def certificate(self, name: str) -> CertificateConfig:
+        for cert in self.certificates:
+            if cert.name == name:
+                return cert
+        known = ", ".join(c.name for c in self.certificates) or "none configured"
+        raise ConfigError(f"no certificate named {name!r} in config (known: {known})")
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    """--config, else $CERTD_CONFIG, else /etc/certd/certd.toml."""
+    return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {_key_path(err['loc'])}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found (give --config PATH or set {CONFIG_ENV})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return parse_config(text, str(path))

@@ -1,0 +1,264 @@
+"""The one place certd talks to the Cloudflare SDK.
+
+The SDK broke its callers at each major version (certbot#9938), so it is pinned
+to one major version and every call goes through `CloudflareDNS`. Errors come
+out as `DNSProviderError` naming the missing permission; tokens never appear in
+messages.
+
+Reads use the SDK's own retries (429/5xx, honouring Retry-After). Writes are
+retried here instead: before retrying a create, the record is looked up, so a
+request that succeeded server-side but failed on the way back never makes a
+duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cloudflare
+
+from certd.errors import DNSProviderError
+
+if TYPE_CHECKING:
+    from certd.config.cloudflare import CloudflareConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Cloudflare error codes that mean "an identical record is already there".
+_IDENTICAL_RECORD_CODES = {81057, 81058}
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    id: str
+    zone_id: str
+    name: str
+    type: str
+    content: str
+    ttl: int
+    proxied: bool
+    comment: str | None
+
+
+def _record_from_sdk(zone: Zone, rec: Any) -> DnsRecord:
+    return DnsRecord(
+        id=rec.id, zone_id=zone.id, name=rec.name.lower().rstrip("."), type=rec.type,
+        content=rec.content or "", ttl=int(rec.ttl or 1), proxied=bool(rec.proxied),
+        comment=rec.comment,
+    )
+
+
+def _error_codes(exc: cloudflare.APIStatusError) -> list[int]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return [int(e.get("code", 0)) for e in body.get("errors") or [] if isinstance(e, dict)]
+
+
+def _error_text(exc: cloudflare.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    parts = [f"{e.get('code')}: {e.get('message')}" for e in body.get("errors") or [] if isinstance(e, dict)]
+    return "; ".join(parts) or f"HTTP {exc.status_code}"
+
+
+class CloudflareDNS:
+    """Zones and DNS records through a scoped API token (optionally a separate zone-read token)."""
+
+    def __init__(
+        self, api_token: str, *, zone_token: str | None = None, base_url: str | None = None,
+        max_retries: int = 4, timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        options: dict[str, Any] = {"timeout": timeout}
+        if base_url:
+            options["base_url"] = base_url
+        self._client = cloudflare.Cloudflare(api_token=api_token, max_retries=max_retries, **options)
+        self._writer = self._client.with_options(max_retries=0)
+        self._zone_client = (
+            cloudflare.Cloudflare(api_token=zone_token, max_retries=max_retries, **options)
+            if zone_token else self._client
+        )
+        self._max_write_attempts = max_retries + 1
+        self._sleep = sleep
+        self._zones: list[Zone] | None = None
+
+    # -- zones ---------------------------------------------------------------
+    def zones(self) -> list[Zone]:
+        """Active zones the token can see (cached for this adapter's life)."""
+        if self._zones is None:
+            try:
+                self._zones = [
+                    Zone(id=z.id, name=z.name.lower())
+                    for z in self._zone_client.zones.list(per_page=50)
+                ]
+            except cloudflare.APIStatusError as exc:
+                raise self._translate(exc, "list zones", "Zone:Read") from None
+            except cloudflare.APIConnectionError as exc:
+                raise DNSProviderError(f"Cloudflare API unreachable while listing zones: {exc}") from None
+        return self._zones
+
+    def find_zone(self, fqdn: str) -> Zone:
+        """The zone whose name is the longest suffix of `fqdn`."""
+        name = fqdn.lower().rstrip(".").removeprefix("*.")
+        best: Zone | None = None
+        for zone in self.zones():
+            if name == zone.name or name.endswith("." + zone.name):
+                if best is None or len(zone.name) > len(best.name):
+                    best = zone
+        if best is None:
+            visible = ", ".join(z.name for z in self.zones()) or "none"
+            raise DNSProviderError(
+                f"no Cloudflare zone for {name}: the API token cannot see it "
+                f"(zones visible: {visible}). Give the token Zone:Read and DNS:Edit on that zone, "
+                f"or set a zone-read token."
+            )
+        return best
+
+    # -- records -------------------------------------------------------------
+    def list_records(
+        self, zone: Zone, *, name: str | None = None, type: str | None = None,
+        content: str | None = None,
+    ) -> list[DnsRecord]:
+        params: dict[str, Any] = {"zone_id": zone.id, "per_page": 100}
+        if name:
+            params["name"] = {"exact": name.lower().rstrip(".")}
+        if type:
+            params["type"] = type
+        if content is not None:
+            params["content"] = {"exact": content}
+        try:
+            return [_record_from_sdk(zone, r) for r in self._client.dns.records.list(**params)]
+        except cloudflare.APIStatusError as exc:
+            raise self._translate(exc, f"list DNS records in {zone.name}", "DNS:Read") from None
+        except cloudflare.APIConnectionError as exc:
+            raise DNSProviderError(f"Cloudflare API unreachable while listing records: {exc}") from None
+
+    def create_record(
+        self, zone: Zone, *, type: str, name: str, content: str, ttl: int = 1,
+        proxied: bool | None = None, comment: str | None = None,
+    ) -> DnsRecord:
+        """Create a record; an identical existing one (e.g. from a retried request) is returned instead."""
+        name = name.lower().rstrip(".")
+        fields: dict[str, Any] = {"zone_id": zone.id, "type": type, "name": name,
+                                  "content": content, "ttl": ttl}
+        if proxied is not None:
+            fields["proxied"] = proxied
+        if comment is not None:
+            fields["comment"] = comment
+
+        def find_existing() -> DnsRecord | None:
+            matches = self.list_records(zone, name=name, type=type, content=content)
+            return matches[0] if matches else None
+
+        def create() -> DnsRecord:
+            try:
+                return _record_from_sdk(zone, self._writer.dns.records.create(**fields))
+            except cloudflare.APIStatusError as exc:
+                if set(_error_codes(exc)) & _IDENTICAL_RECORD_CODES:
+                    existing = find_existing()
+                    if existing:
+                        return existing
+                raise
+
+        return self._write(f"create {type} {name}", create, before_retry=find_existing)
+
+    def update_record(self, zone: Zone, record: DnsRecord, **changes: Any) -> DnsRecord:
+        """PATCH the given fields (content, proxied, ttl, comment): idempotent, so plain retries are safe."""
+
+        def edit() -> DnsRecord:
+            return _record_from_sdk(zone, self._writer.dns.records.edit(
+                dns_record_id=record.id, zone_id=zone.id, type=record.type, name=record.name, **changes,
+            ))
+
+        return self._write(f"update {record.type} {record.name}", edit)
+
+    def delete_record(self, zone: Zone, record_id: str) -> bool:
+        """Delete; False when it was already gone (a retried delete is not an error)."""
+
+        def delete() -> bool:
+            try:
+                self._writer.dns.records.delete(dns_record_id=record_id, zone_id=zone.id)
+                return True
+            except cloudflare.NotFoundError:
+                return False
+
+        return self._write(f"delete record {record_id} in {zone.name}", delete)
+
+    # -- plumbing ------------------------------------------------------------
+    def _write(self, what: str, call: Callable[[], T],
+               before_retry: Callable[[], T | None] | None = None) -> T:
+        for attempt in range(1, self._max_write_attempts + 1):
+            try:
+                return call()
+            except (cloudflare.RateLimitError, cloudflare.InternalServerError,
+                    cloudflare.APIConnectionError) as exc:
+                if attempt == self._max_write_attempts:
+                    if isinstance(exc, cloudflare.APIStatusError):
+                        raise self._translate(exc, what, "DNS:Edit") from None
+                    raise DNSProviderError(f"Cloudflare API unreachable ({what}): {exc}") from None
+                delay = self._retry_delay(exc, attempt)
+                log.warning("Cloudflare: %s failed (%s), retrying in %.1fs", what,
+                            getattr(exc, "status_code", "connection error"), delay)
+                self._sleep(delay)
+                if before_retry is not None:
+                    done = before_retry()
+                    if done is not None:
+                        return done
+            except cloudflare.APIStatusError as exc:
+                raise self._translate(exc, what, "DNS:Edit") from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _retry_delay(exc: Exception, attempt: int) -> float:
+        response = getattr(exc, "response", None)
+        if response is not None:
+            header = response.headers.get("retry-after")
+            try:
+                if header is not None:
+                    return min(max(float(header), 0.0), 60.0)
+            except ValueError:
+                pass
+        return min(0.25 * 2 ** (attempt - 1), 8.0) * (0.75 + random.random() / 2)
+
+    @staticmethod
+    def _translate(exc: cloudflare.APIStatusError, what: str, permission: str) -> DNSProviderError:
+        detail = _error_text(exc)
+        if exc.status_code == 401:
+            return DNSProviderError(
+                f"Cloudflare rejected the API token while trying to {what} ({detail}): "
+                "the token is invalid, expired or revoked"
+            )
+        if exc.status_code == 403:
+            return DNSProviderError(
+                f"Cloudflare denied {what} ({detail}): the API token lacks {permission} "
+                "permission on this zone"
+            )
+        if exc.status_code == 404:
+            return DNSProviderError(
+                f"Cloudflare could not find the target of {what} ({detail}): the token may lack "
+                f"Zone:Read or {permission} on this zone"
+            )
+        return DNSProviderError(f"Cloudflare failed to {what}: HTTP {exc.status_code} ({detail})")
+
+
+def from_config(cf: "CloudflareConfig") -> CloudflareDNS:
+    """Build the adapter from the `[cloudflare]` section, reading tokens from env or files."""
+    from certd.secrets import read_secret
+
+    token = read_secret(env=cf.token_env, file=cf.api_token_file, what="Cloudflare API token")
+    zone_token = read_secret(env=cf.zone_token_env, file=cf.zone_token_file,
+                             what="Cloudflare zone-read token", required=False)
+    assert token is not None
+    return CloudflareDNS(token, zone_token=zone_token, base_url=cf.base_url,
+                         max_retries=cf.max_retries, timeout=cf.timeout)

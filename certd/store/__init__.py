@@ -1,0 +1,1 @@
+"""Everything certd must remember lives here (SQLite or PostgreSQL), never only in memory."""

@@ -1,0 +1,3 @@
+"""Imports every table module so SQLModel.metadata is complete (Alembic, tests)."""
+
+from certd.store import models  # noqa: F401
