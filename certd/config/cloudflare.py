@@ -25,6 +25,10 @@ class CloudflareConfig(Section):
             raise ValueError("set zone_token_env or zone_token_file, not both")
         return self
 
+    def secret_env_names(self) -> tuple[str, ...]:
+        """Env vars holding tokens: removed from hook environments."""
+        return tuple(n for n in {self.token_env, self.zone_token_env} if n)
+
     @property
     def token_env(self) -> str:
         """Env var consulted when no source is configured: the SDK's own default name."""

@@ -1,0 +1,206 @@
+"""One ACME order for all names of a certificate, polled without fixed sleeps.
+
+The `acme` library's own polling sleeps a whole second between requests; here
+the interval starts small and grows, and never undercuts the server's
+Retry-After.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+from acme import challenges, messages
+from acme import client as acme_client
+from acme import errors as acme_errors
+
+from certd.dns.challenges import challenge_name
+from certd.errors import IssuanceError
+
+log = logging.getLogger(__name__)
+
+Presenter = Callable[[str, str], None]  # (fqdn, TXT value) -> record created
+VisibilityWait = Callable[[dict[str, set[str]]], None]
+
+
+class RateLimited(IssuanceError):
+    """The CA said `rateLimited`; `retry_after` tells when to try again (if it said)."""
+
+    def __init__(self, message: str, retry_after: dt.datetime | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ReplacesRejected(IssuanceError):
+    """The CA refused the ARI `replaces` field; the order can be retried without it."""
+
+
+class NewOrderWithReplaces(messages.NewOrder):
+    """newOrder with RFC 9773's `replaces` (acme 5.x has no parameter for it)."""
+
+    replaces: str | None = messages.jose.field("replaces", omitempty=True)  # type: ignore[assignment]
+
+
+@dataclass
+class OrderOutcome:
+    fullchain_pem: str
+    alternate_fullchains: list[str] = field(default_factory=list)
+    profile: str | None = None
+
+
+def _problem_message(problem: messages.Error | None) -> str:
+    if problem is None:
+        return "no detail given"
+    text = problem.detail or problem.description or str(problem.typ)
+    subs = [f"{s.identifier.value if s.identifier else '?'}: {s.detail}" for s in (problem.subproblems or [])]
+    return text + (f" ({'; '.join(subs)})" if subs else "")
+
+
+class AcmeOrder:
+    """Drives one order: create, solve DNS-01, poll, finalize, download chains."""
+
+    def __init__(self, client: acme_client.ClientV2, *, timeout: float,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._sleep = sleep
+        self._clock = clock
+
+    def _supported_profile(self, profile: str | None) -> str | None:
+        if not profile:
+            return None
+        meta = getattr(self._client.directory, "meta", None)
+        offered = getattr(meta, "profiles", None) or {}
+        if profile not in offered:
+            log.info("the CA offers no ACME profile %r; ordering without a profile", profile)
+            return None
+        return profile
+
+    def _new_order(self, csr_pem: bytes, domains: list[str], profile: str | None,
+                   replaces: str | None) -> messages.OrderResource:
+        if replaces is None:
+            return self._client.new_order(csr_pem, profile=profile)
+        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
+        order = NewOrderWithReplaces(identifiers=identifiers, profile=profile or None,
+                                     replaces=replaces)
+        response = self._client._post(self._client.directory["newOrder"], order)  # noqa: SLF001
+        body = messages.Order.from_json(response.json())
+        authorizations = [
+            messages.AuthorizationResource(
+                body=messages.Authorization.from_json(self._client._post_as_get(url).json()),  # noqa: SLF001
+                uri=url)
+            for url in body.authorizations
+        ]
+        return messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                                      authorizations=authorizations, csr_pem=csr_pem)
+
+    def run(self, csr_pem: bytes, domains: list[str], *, profile: str | None,
+            present: Presenter, wait_visible: VisibilityWait,
+            replaces: str | None = None) -> OrderOutcome:
+        deadline = self._clock() + self._timeout
+        profile = self._supported_profile(profile)
+        try:
+            orderr = self._new_order(csr_pem, domains, profile, replaces)
+            pending = self._solve(orderr, present, wait_visible)
+            self._wait_authorizations(pending, deadline)
+            return self._finalize(orderr, deadline, profile)
+        except messages.Error as exc:
+            raise self._translate(exc, replaces) from None
+        except acme_errors.Error as exc:
+            raise IssuanceError(f"ACME order failed: {exc}") from None
+        except requests.RequestException as exc:
+            raise IssuanceError(f"ACME server unreachable: {type(exc).__name__}: {exc}") from None
+
+    def _solve(self, orderr: messages.OrderResource, present: Presenter,
+               wait_visible: VisibilityWait) -> list[messages.AuthorizationResource]:
+        key = self._client.net.key
+        to_answer: list[tuple[messages.AuthorizationResource, messages.ChallengeBody]] = []
+        expected: dict[str, set[str]] = {}
+        for authzr in orderr.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            challb = next((c for c in authzr.body.challenges if isinstance(c.chall, challenges.DNS01)), None)
+            if challb is None:
+                raise IssuanceError(f"the CA offers no dns-01 challenge for {authzr.body.identifier.value}")
+            fqdn = challenge_name(authzr.body.identifier.value)
+            value = challb.chall.validation(key)
+            present(fqdn, value)
+            expected.setdefault(fqdn, set()).add(value)
+            to_answer.append((authzr, challb))
+        if expected:
+            wait_visible(expected)
+        for _authzr, challb in to_answer:
+            self._client.answer_challenge(challb, challb.chall.response(key))
+        return [a for a, _ in to_answer]
+
+    def _backoff(self, delay: float, response: requests.Response | None, deadline: float) -> float:
+        wait = delay
+        if response is not None and "Retry-After" in response.headers:
+            try:
+                wait = max(wait, float(response.headers["Retry-After"]))
+            except ValueError:
+                pass
+        wait = min(wait, max(deadline - self._clock(), 0.0))
+        self._sleep(wait)
+        return min(delay * 1.5, 2.0)
+
+    def _wait_authorizations(self, pending: list[messages.AuthorizationResource], deadline: float) -> None:
+        delay = 0.05
+        while pending:
+            still: list[messages.AuthorizationResource] = []
+            last_response = None
+            for authzr in pending:
+                updated, last_response = self._client.poll(authzr)
+                status = updated.body.status
+                if status == messages.STATUS_VALID:
+                    continue
+                if status == messages.STATUS_INVALID:
+                    errors = [_problem_message(c.error) for c in updated.body.challenges if c.error]
+                    raise IssuanceError(
+                        f"validation failed for {updated.body.identifier.value}: "
+                        f"{'; '.join(errors) or 'no detail given'}"
+                    )
+                still.append(updated)
+            pending = still
+            if pending:
+                if self._clock() >= deadline:
+                    names = ", ".join(a.body.identifier.value for a in pending)
+                    raise IssuanceError(f"authorizations still pending after {self._timeout:.0f}s: {names}")
+                delay = self._backoff(delay, last_response, deadline)
+
+    def _finalize(self, orderr: messages.OrderResource, deadline: float,
+                  profile: str | None) -> OrderOutcome:
+        orderr = self._client.begin_finalization(orderr)
+        delay = 0.05
+        body = orderr.body
+        response: requests.Response | None = None
+        while True:
+            if body.status == messages.STATUS_VALID and body.certificate:
+                response = self._client._post_as_get(body.certificate)  # noqa: SLF001
+                alternates = [self._client._post_as_get(url).text  # noqa: SLF001
+                              for url in self._client._get_links(response, "alternate")]  # noqa: SLF001
+                return OrderOutcome(response.text, alternates, profile)
+            if body.status == messages.STATUS_INVALID:
+                raise IssuanceError(f"the CA refused to issue: {_problem_message(body.error)}")
+            if self._clock() >= deadline:
+                raise IssuanceError(f"order still {body.status} after {self._timeout:.0f}s")
+            delay = self._backoff(delay, response, deadline)
+            response = self._client._post_as_get(orderr.uri)  # noqa: SLF001
+            body = messages.Order.from_json(response.json())
+            if body.status == messages.STATUS_READY:
+                orderr = self._client.begin_finalization(orderr)
+                body = orderr.body
+
+    @staticmethod
+    def _translate(exc: messages.Error, replaces: str | None) -> IssuanceError:
+        text = _problem_message(exc)
+        if exc.code == "rateLimited":
+            return RateLimited(f"the CA rate-limited this order: {text}", None)
+        if replaces and (exc.code == "alreadyReplaced" or "replace" in text.lower()):
+            return ReplacesRejected(f"the CA refused to treat this order as a replacement: {text}")
+        return IssuanceError(f"the CA refused the order ({exc.code or exc.typ}): {text}")

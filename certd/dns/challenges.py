@@ -1,0 +1,90 @@
+"""DNS-01 challenge records: created through Cloudflare, tracked in the store, always removed.
+
+A row is written before each create call and deleted only after the record is
+gone, so a crash at any point leaves enough to clean up at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from certd.dns.cloudflare import CloudflareDNS, Zone
+from certd.errors import CertdError
+from certd.store.db import session_scope
+from certd.store.models import ChallengeRecord
+
+log = logging.getLogger(__name__)
+
+CHALLENGE_TTL = 60  # the lowest TTL Cloudflare accepts on non-enterprise zones
+CHALLENGE_COMMENT = "certd ACME challenge (temporary)"
+
+
+def challenge_name(domain: str) -> str:
+    """A wildcard and its base name share `_acme-challenge.<base>`."""
+    return "_acme-challenge." + domain.removeprefix("*.")
+
+
+class Dns01Records:
+    """The TXT records of one issuance attempt."""
+
+    def __init__(self, dns: CloudflareDNS, engine: sa.Engine, attempt_id: int | None) -> None:
+        self._dns = dns
+        self._engine = engine
+        self._attempt_id = attempt_id
+        self.zones: dict[str, Zone] = {}
+
+    def present(self, fqdn: str, value: str) -> Zone:
+        zone = self._dns.find_zone(fqdn)
+        self.zones[fqdn] = zone
+        with session_scope(self._engine) as session:
+            row = ChallengeRecord(attempt_id=self._attempt_id, zone_id=zone.id, zone_name=zone.name,
+                                  fqdn=fqdn, value=value)
+            session.add(row)
+        record = self._dns.create_record(zone, type="TXT", name=fqdn, content=value,
+                                         ttl=CHALLENGE_TTL, comment=CHALLENGE_COMMENT)
+        with session_scope(self._engine) as session:
+            stored = session.get(ChallengeRecord, row.id)
+            if stored is not None:
+                stored.record_id = record.id
+                session.add(stored)
+        return zone
+
+    def cleanup(self) -> list[str]:
+        """Delete every record of this attempt; returns errors (rows stay for the next start)."""
+        with session_scope(self._engine) as session:
+            rows = session.exec(
+                select(ChallengeRecord).where(ChallengeRecord.attempt_id == self._attempt_id)
+            ).all()
+        return [err for row in rows if (err := remove_challenge_record(self._dns, self._engine, row))]
+
+
+def remove_challenge_record(dns: CloudflareDNS, engine: sa.Engine, row: ChallengeRecord) -> str | None:
+    """Delete the record behind `row`, then the row; an error message if the record may remain."""
+    zone = Zone(id=row.zone_id, name=row.zone_name)
+    try:
+        if row.record_id:
+            dns.delete_record(zone, row.record_id)
+        else:
+            # Crashed before the create answered: the record may or may not exist.
+            for record in dns.list_records(zone, name=row.fqdn, type="TXT", content=row.value):
+                dns.delete_record(zone, record.id)
+    except CertdError as exc:
+        log.error("could not delete challenge record %s: %s (will retry at next start)", row.fqdn, exc)
+        return f"{row.fqdn}: {exc}"
+    with session_scope(engine) as session:
+        stored = session.get(ChallengeRecord, row.id)
+        if stored is not None:
+            session.delete(stored)
+    return None
+
+
+def cleanup_leftover_records(dns: CloudflareDNS, engine: sa.Engine) -> int:
+    """Remove records left by a crashed or killed run. Call before starting new orders."""
+    with session_scope(engine) as session:
+        rows = session.exec(select(ChallengeRecord)).all()
+    if rows:
+        log.warning("removing %d challenge record(s) left by an interrupted run", len(rows))
+    return sum(1 for row in rows if remove_challenge_record(dns, engine, row) is None)

@@ -1,0 +1,71 @@
+"""obtain → store → deploy → post-issuance steps, shared by `certd issue` and the daemon."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from certd import deploy as deploy_mod
+from certd.config import Config
+from certd.dns import cloudflare
+from certd.obtain import issue_certificate
+from certd.store.db import session_scope
+from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# Steps run after a certificate is stored and deployed (chain tracking, listener reload, ...).
+# Each takes (config, engine, issued); failures are logged, never undo the issuance.
+PostIssuanceStep = Callable[[Config, sa.Engine, IssuedCertificate], None]
+POST_ISSUANCE_STEPS: list[PostIssuanceStep] = []
+
+
+@dataclass
+class RenewalResult:
+    issued: IssuedCertificate
+    deploy: deploy_mod.DeployResult
+
+
+def record_deploy(engine: sa.Engine, name: str, issued_id: int | None, hooks_ok: bool) -> None:
+    with session_scope(engine) as session:
+        managed = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
+        managed.deployed_id = issued_id
+        managed.hooks_pending = not hooks_ok
+        managed.updated_at = utcnow()
+        session.add(managed)
+
+
+def deploy_issued(config: Config, engine: sa.Engine, issued: IssuedCertificate) -> deploy_mod.DeployResult:
+    cert_cfg = config.certificate(issued.name)
+    result = deploy_mod.deploy(cert_cfg, issued, config.state_dir,
+                               hide_env=config.cloudflare.secret_env_names())
+    record_deploy(engine, issued.name, issued.id, result.hooks_ok)
+    return result
+
+
+def issue_and_deploy(
+    config: Config, engine: sa.Engine, name: str, *,
+    dns: cloudflare.CloudflareDNS | None = None, replaces: str | None = None,
+    cancel: threading.Event | None = None,
+) -> RenewalResult:
+    issued = issue_certificate(config, engine, name, dns=dns, replaces=replaces, cancel=cancel)
+    result = deploy_issued(config, engine, issued)
+    for step in POST_ISSUANCE_STEPS:
+        try:
+            step(config, engine, issued)
+        except Exception:  # a post-step must never lose the new certificate
+            log.exception("%s: post-issuance step %s failed", name, getattr(step, "__name__", step))
+    return RenewalResult(issued, result)
+
+
+def current_certificate(engine: sa.Engine, name: str) -> IssuedCertificate | None:
+    with session_scope(engine) as session:
+        managed = session.get(ManagedCertificate, name)
+        if managed is None or managed.current_id is None:
+            return None
+        return session.get(IssuedCertificate, managed.current_id)

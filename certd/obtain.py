@@ -1,0 +1,156 @@
+"""The issuance flow for one configured certificate, top to bottom.
+
+attempt row → key + CSR → ACME order → DNS-01 TXT records (tracked in the store)
+→ wait until the authoritative servers serve them → answer → finalize → pick the
+chain → store the certificate → delete the TXT records (success or failure).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+
+import sqlalchemy as sa
+from cryptography import x509
+
+from certd.acme.account import acme_client_for
+from certd.acme.chains import select_chain
+from certd.acme.order import AcmeOrder
+from certd.config import CertificateConfig, Config
+from certd.dns import cloudflare
+from certd.dns.challenges import Dns01Records
+from certd.dns.propagation import authoritative_servers, wait_for_txt
+from certd.errors import CertdError, IssuanceError
+from certd.keys import cert_info, fingerprint, generate_key, key_to_pem, make_csr, split_pem_chain
+from certd.store.db import session_scope
+from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
+from certd.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class IssuanceCancelled(IssuanceError):
+    """Shutdown was requested while the order was in flight."""
+
+
+def _cancellable_sleep(cancel: threading.Event | None):  # type: ignore[no-untyped-def]
+    def sleep(seconds: float) -> None:
+        if cancel is None:
+            time.sleep(seconds)
+        elif cancel.wait(seconds):
+            raise IssuanceCancelled("shutdown requested; order abandoned")
+    return sleep
+
+
+def _start_attempt(engine: sa.Engine, name: str) -> int:
+    with session_scope(engine) as session:
+        attempt = IssuanceAttempt(name=name)
+        session.add(attempt)
+        session.flush()
+        assert attempt.id is not None
+        return attempt.id
+
+
+def _finish_attempt(engine: sa.Engine, attempt_id: int, outcome: str, error: str | None = None,
+                    certificate_id: int | None = None) -> None:
+    with session_scope(engine) as session:
+        attempt = session.get(IssuanceAttempt, attempt_id)
+        if attempt is not None:
+            attempt.finished_at = utcnow()
+            attempt.outcome = outcome
+            attempt.error = error
+            attempt.certificate_id = certificate_id
+            session.add(attempt)
+
+
+def _store_issued(engine: sa.Engine, config: Config, cert_cfg: CertificateConfig, key_pem: str,
+                  fullchain: str, alternates: list[str], profile: str | None,
+                  attempt_id: int) -> IssuedCertificate:
+    """Certificate row, current pointer and attempt outcome in one transaction."""
+    pems = split_pem_chain(fullchain)
+    if not pems:
+        raise IssuanceError("the CA returned no certificate")
+    info = cert_info(pems[0])
+    chain = pems[1:]
+    with session_scope(engine) as session:
+        issued = IssuedCertificate(
+            name=cert_cfg.name, domains=",".join(cert_cfg.domains), key_type=cert_cfg.key_type,
+            serial=info.serial, not_before=info.not_before, not_after=info.not_after,
+            issuer=info.issuer_cn, cert_pem=pems[0], chain_pem="".join(chain), key_pem=key_pem,
+            chain_fingerprints=json.dumps(
+                [fingerprint(x509.load_pem_x509_certificate(p.encode())) for p in chain]),
+            alternate_chains=json.dumps(alternates), profile=profile,
+            directory_url=config.acme.directory_url,
+        )
+        session.add(issued)
+        session.flush()
+        managed = session.get(ManagedCertificate, cert_cfg.name) or ManagedCertificate(name=cert_cfg.name)
+        managed.current_id = issued.id
+        managed.failure_count = 0
+        managed.last_error = None
+        managed.next_attempt_at = None
+        managed.updated_at = utcnow()
+        session.add(managed)
+        attempt = session.get(IssuanceAttempt, attempt_id)
+        if attempt is not None:
+            attempt.finished_at = utcnow()
+            attempt.outcome = "success"
+            attempt.certificate_id = issued.id
+            session.add(attempt)
+    return issued
+
+
+def issue_certificate(
+    config: Config, engine: sa.Engine, name: str, *,
+    dns: cloudflare.CloudflareDNS | None = None, replaces: str | None = None,
+    cancel: threading.Event | None = None,
+) -> IssuedCertificate:
+    """Run one order for `name` and store the result; TXT records are removed whatever happens."""
+    cert_cfg = config.certificate(name)
+    dns = dns or cloudflare.from_config(config.cloudflare)
+    sleep = _cancellable_sleep(cancel)
+    attempt_id = _start_attempt(engine, name)
+    records = Dns01Records(dns, engine, attempt_id)
+    started = time.monotonic()
+
+    def wait_visible(expected: dict[str, set[str]]) -> None:
+        by_zone: dict[str, dict[str, set[str]]] = defaultdict(dict)
+        for fqdn, values in expected.items():
+            by_zone[records.zones[fqdn].name][fqdn] = values
+        for zone, zone_expected in by_zone.items():
+            servers = authoritative_servers(zone, config.dns.nameservers)
+            wait_for_txt(zone_expected, servers, config.dns.propagation_timeout, sleep=sleep)
+        if config.dns.propagation_grace:
+            sleep(config.dns.propagation_grace)
+
+    try:
+        key = generate_key(cert_cfg.key_type)
+        csr = make_csr(key, cert_cfg.domains)
+        client = acme_client_for(config, engine)
+        order = AcmeOrder(client, timeout=config.acme.order_timeout, sleep=sleep)
+        outcome = order.run(
+            csr, cert_cfg.domains, profile=cert_cfg.profile or config.acme.profile,
+            present=lambda fqdn, value: records.present(fqdn, value),
+            wait_visible=wait_visible, replaces=replaces,
+        )
+        preferred = cert_cfg.preferred_chain or config.acme.preferred_chain
+        fullchain = select_chain([outcome.fullchain_pem, *outcome.alternate_fullchains], preferred)
+        offered = [c for c in [outcome.fullchain_pem, *outcome.alternate_fullchains] if c != fullchain]
+        issued = _store_issued(engine, config, cert_cfg, key_to_pem(key).decode(), fullchain,
+                               offered, outcome.profile, attempt_id)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, CertdError) else f"{type(exc).__name__}: {exc}"
+        outcome_name = "abandoned" if isinstance(exc, IssuanceCancelled | KeyboardInterrupt) else "failure"
+        _finish_attempt(engine, attempt_id, outcome_name, message)
+        raise
+    finally:
+        leftovers = records.cleanup()
+        if leftovers:
+            log.error("%s: %d challenge record(s) could not be deleted now; retried at next start",
+                      name, len(leftovers))
+    log.info("%s: issued serial %s by %s, valid until %s (%.2fs)", name, issued.serial, issued.issuer,
+             issued.not_after.isoformat(timespec="minutes"), time.monotonic() - started)
+    return issued
