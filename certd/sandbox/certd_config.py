@@ -1,0 +1,45 @@
+"""A certd config that points at the sandbox world (tests and `certd demo`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from certd.sandbox.pebble import PebbleServer
+from certd.sandbox.world import SandboxWorld
+
+TOKEN_ENV = "CERTD_SANDBOX_CF_TOKEN"
+
+
+def toml_str(value: str | Path) -> str:
+    """A TOML basic string (JSON string syntax is valid TOML for these values)."""
+    return json.dumps(str(value))
+
+
+def sandbox_config_toml(world: SandboxWorld, pebble: PebbleServer, state_dir: str | Path,
+                        certificates: str, *, extra: str = "") -> str:
+    """`certificates` and `extra` are TOML snippets appended as given.
+
+    The API token is read from the env var TOKEN_ENV, as in production; set it
+    to `world.token` in the process that runs certd.
+    """
+    return f"""\
+state_dir = {toml_str(state_dir)}
+
+[acme]
+directory = {toml_str(pebble.directory_url)}
+ca_bundle = {toml_str(pebble.https_ca_path)}
+email = "admin@example.com"
+
+[cloudflare]
+api_token_env = "{TOKEN_ENV}"
+base_url = {toml_str(world.emulator.base_url)}
+
+[dns]
+nameservers = [{toml_str(world.dns_addr)}]
+propagation_timeout = 20
+
+{extra}
+
+{certificates}
+"""
