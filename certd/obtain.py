@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -127,9 +128,12 @@ def issue_certificate(
             sleep(config.dns.propagation_grace)
 
     try:
-        key = generate_key(cert_cfg.key_type)
+        # RSA key generation releases the GIL: overlap it with the account/directory round trips.
+        with ThreadPoolExecutor(max_workers=1) as keygen:
+            key_future = keygen.submit(generate_key, cert_cfg.key_type)
+            client = acme_client_for(config, engine)
+            key = key_future.result()
         csr = make_csr(key, cert_cfg.domains)
-        client = acme_client_for(config, engine)
         order = AcmeOrder(client, timeout=config.acme.order_timeout, sleep=sleep)
         outcome = order.run(
             csr, cert_cfg.domains, profile=cert_cfg.profile or config.acme.profile,

@@ -1,47 +1,86 @@
-"""`certd issue NAME [--force]`: obtain and deploy one certificate now."""
+"""`certd issue NAME... [--all] [--force]`: obtain and deploy certificates now.
+
+Several certificates are ordered concurrently on one ACME account, each in its
+own worker thread with its own ACME client.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from certd.cli import context
 
+EXIT_HOOK_FAILED = 3
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("issue", help="obtain and deploy a certificate now")
-    parser.add_argument("name", help="certificate name from the config")
+    parser = subparsers.add_parser("issue", help="obtain and deploy certificates now")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="certificate names from the config")
+    parser.add_argument("--all", action="store_true", help="every configured certificate")
     parser.add_argument("--force", action="store_true",
                         help="issue even if the current certificate is valid and not due")
+    parser.add_argument("--parallel", type=int, default=8, metavar="N",
+                        help="orders run at once (default 8)")
     parser.set_defaults(func=_issue, default_log_level="info")
 
 
 def _issue(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from certd import lifecycle
     from certd.dns import cloudflare
     from certd.dns.challenges import cleanup_leftover_records
+    from certd.errors import CertdError
     from certd.renew import renewal_decision
     from certd.store.types import utcnow
 
     config = context.load(args)
-    cert_cfg = config.certificate(args.name)
+    names = [c.name for c in config.certificates] if args.all else args.names
+    if not names:
+        raise CertdError("name at least one certificate, or use --all")
+    cert_cfgs = [config.certificate(n) for n in names]  # unknown names fail before any work
     engine = context.open_store(config)
-    current = lifecycle.current_certificate(engine, args.name)
-    decision = renewal_decision(cert_cfg, current, utcnow())
-    if current is not None and not decision.due and not args.force:
-        print(f"{args.name}: current certificate (serial {current.serial}) is valid until "
-              f"{current.not_after:%Y-%m-%d %H:%M} UTC and not due ({decision.reason} at "
-              f"{decision.renew_at:%Y-%m-%d %H:%M} UTC); use --force to issue anyway")
+
+    todo = []
+    for cert_cfg in cert_cfgs:
+        current = lifecycle.current_certificate(engine, cert_cfg.name)
+        decision = renewal_decision(cert_cfg, current, utcnow())
+        if current is not None and not decision.due and not args.force:
+            print(f"{cert_cfg.name}: current certificate (serial {current.serial}) is valid until "
+                  f"{current.not_after:%Y-%m-%d %H:%M} UTC and not due ({decision.reason} at "
+                  f"{decision.renew_at:%Y-%m-%d %H:%M} UTC); use --force to issue anyway")
+        else:
+            todo.append(cert_cfg.name)
+    if not todo:
         return 0
+
     dns = cloudflare.from_config(config.cloudflare)
     cleanup_leftover_records(dns, engine)
-    result = lifecycle.issue_and_deploy(config, engine, args.name, dns=dns)
-    issued = result.issued
-    print(f"{args.name}: issued serial {issued.serial} by {issued.issuer}, "
-          f"valid until {issued.not_after:%Y-%m-%d %H:%M} UTC")
-    for path in result.deploy.written:
-        print(f"  wrote {path}")
-    failed = [h for h in result.deploy.hooks if not h.ok]
-    for hook in result.deploy.hooks:
-        print(f"  hook {'ok' if hook.ok else 'FAILED'}: {hook.command}"
-              + ("" if hook.ok else f" ({hook.detail})"))
-    return 3 if failed else 0
+
+    def run(name: str) -> tuple[str, lifecycle.RenewalResult | CertdError]:
+        try:
+            return name, lifecycle.issue_and_deploy(config, engine, name, dns=dns)
+        except CertdError as exc:
+            return name, exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(args.parallel, len(todo)))) as pool:
+        outcomes = list(pool.map(run, todo))
+
+    exit_code = 0
+    for name, outcome in outcomes:
+        if isinstance(outcome, CertdError):
+            print(f"certd: error: {name}: {outcome}", file=sys.stderr)
+            exit_code = max(exit_code, outcome.exit_code)
+            continue
+        issued = outcome.issued
+        print(f"{name}: issued serial {issued.serial} by {issued.issuer}, "
+              f"valid until {issued.not_after:%Y-%m-%d %H:%M} UTC")
+        for path in outcome.deploy.written:
+            print(f"  wrote {path}")
+        for hook in outcome.deploy.hooks:
+            print(f"  hook {'ok' if hook.ok else 'FAILED'}: {hook.command}"
+                  + ("" if hook.ok else f" ({hook.detail})"))
+        if not outcome.deploy.hooks_ok and exit_code == 0:
+            exit_code = EXIT_HOOK_FAILED
+    return exit_code
