@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "certd.cli.status",
     "certd.cli.config_cmd",
     "certd.cli.db",
+    "certd.cli.bundle",
+    "certd.cli.fleet",
     "certd.cli.demo",
 ]
 

@@ -18,6 +18,7 @@ from certd.config.acme import AcmeConfig
 from certd.config.certificates import CertificateConfig, TargetConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
+from certd.config.trust import TrustConfig
 from certd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/certd/certd.toml"
@@ -38,6 +39,7 @@ class Config(Section):
     cloudflare: CloudflareConfig = CloudflareConfig()
     dns: DnsConfig = DnsConfig()
     certificates: Annotated[list[CertificateConfig], Field(max_length=1000)] = []
+    trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

@@ -1,3 +1,4 @@
 """Imports every table module so SQLModel.metadata is complete (Alembic, tests)."""
 
 from certd.store import models  # noqa: F401
+from certd.store import trust  # noqa: F401

@@ -1,0 +1,17 @@
+"""Fleet CA bundles: which CA certificates a fleet must trust, versioned, exported, pushed.
+
+Pure decisions (path building, bundle content, versions, diffs, Quectel checksums)
+live in `chains`, `bundles`, `quectel`; the I/O around them (store, files, HTTP)
+in `anchors`, `export`, `registry`, `outbox` and `track` (the entry point called
+after every issuance).
+"""
+
+from certd.errors import CertdError
+
+
+class TrustError(CertdError):
+    """A chain, anchor set or bundle cannot be handled as configured."""
+
+
+class UnanchoredChainError(TrustError):
+    """A certificate chain ends at a CA that is not in the configured anchor set."""

@@ -1,0 +1,71 @@
+"""Quectel module provisioning: the AT script and the checksum the module echoes.
+
+After ``AT+QFUPL="UFS:<file>",<size>,<timeout>`` and the raw bytes, the module
+answers ``+QFUPL: <size>,<checksum>``: a 16-bit XOR over the data taken as
+big-endian 16-bit words, an odd last byte being the high byte of a final word
+(Quectel FILE AT Commands Manuals, BG96/UGxx; confirmed by a 1187-byte upload
+answered ``2d19`` on the Quectel forum). The technician compares it with the
+value printed in the script before configuring the SSL context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from certd.config.trust import QuectelConfig
+
+
+def xor16(data: bytes) -> int:
+    """Quectel's QFUPL/QFDWL checksum of `data`."""
+    checksum = 0
+    for i in range(0, len(data) - 1, 2):
+        checksum ^= (data[i] << 8) | data[i + 1]
+    if len(data) % 2:
+        checksum ^= data[-1] << 8
+    return checksum
+
+
+def format_checksum(value: int) -> str:
+    """Lowercase hex as the module prints it (e.g. ``2d19``)."""
+    return f"{value:04x}"
+
+
+@dataclass(frozen=True)
+class QuectelScript:
+    text: str
+    file_name: str
+    size: int
+    checksum: str
+
+
+def provisioning_script(
+    data: bytes, cfg: QuectelConfig, *, bundle: str, flavour: str, version: int, sha256: str,
+    count: int,
+) -> QuectelScript:
+    """The AT lines that put `data` on the module and point SSL context `cfg.ssl_context` at it."""
+    ufs = f"UFS:{cfg.file_name}"
+    ctx = cfg.ssl_context
+    size = len(data)
+    checksum = format_checksum(xor16(data))
+    lines = [
+        f"# certd: Quectel provisioning for bundle {bundle} ({flavour}) v{version}",
+        f"# {count} CA certificate(s), sha256 {sha256}",
+        f"# file {cfg.file_name}: {size} bytes, 16-bit XOR checksum {checksum}",
+        "#",
+        "# 1. Remove the previous file (answers +CME ERROR when there is none: that is fine).",
+        f'AT+QFDEL="{ufs}"',
+        f"# 2. Upload: after CONNECT send exactly the {size} bytes of {cfg.file_name}, nothing more.",
+        f'AT+QFUPL="{ufs}",{size},{cfg.upload_timeout}',
+        f"# expect: +QFUPL: {size},{checksum}",
+        "#    (a different size or checksum means a corrupted upload: delete the file and upload again)",
+        f"# 3. SSL context {ctx}: TLS, verify the server against the uploaded CA file, send SNI,",
+        "#    check validity against the module's clock.",
+        f'AT+QSSLCFG="sslversion",{ctx},{cfg.sslversion}',
+        f'AT+QSSLCFG="seclevel",{ctx},2',
+        f'AT+QSSLCFG="cacert",{ctx},"{ufs}"',
+        f'AT+QSSLCFG="sni",{ctx},1',
+        f'AT+QSSLCFG="ignorelocaltime",{ctx},0',
+    ]
+    if cfg.ciphersuite:
+        lines.append(f'AT+QSSLCFG="ciphersuite",{ctx},{cfg.ciphersuite}')
+    return QuectelScript("\n".join(lines) + "\n", cfg.file_name, size, checksum)

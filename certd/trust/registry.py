@@ -1,0 +1,105 @@
+"""POST one signed JSON document to a fleet registry and classify the answer.
+
+The body is signed with HMAC-SHA256 over its exact bytes (header
+``<signature_header>: sha256=<hex>``) and carries an ``Idempotency-Key`` header
+equal to the document's key, so a registry can drop a repeat of a delivery it
+already accepted. Secrets are read at send time and never appear in messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from certd import __version__
+from certd.config.trust import RegistryConfig
+from certd.secrets import read_secret
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_BODY_KEPT = 2000
+# 4xx answers that say "try again later" rather than "this request is wrong".
+TRANSIENT_4XX = {408, 425, 429}
+
+
+@dataclass(frozen=True)
+class PostOutcome:
+    """accepted (2xx), retry (5xx, transient 4xx, network), or rejected (other 4xx / 3xx)."""
+
+    outcome: str
+    status: int | None
+    detail: str
+    retry_after: float | None = None
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import datetime as dt
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(status: int, body: str, retry_after: str | None = None) -> PostOutcome:
+    """Pure: what an HTTP answer means for the outbox."""
+    text = body.strip()[:MAX_BODY_KEPT]
+    if 200 <= status < 300:
+        return PostOutcome("accepted", status, text)
+    if status >= 500 or status in TRANSIENT_4XX:
+        return PostOutcome("retry", status, text, _retry_after(retry_after))
+    return PostOutcome("rejected", status, text)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None  # a redirect would re-send the signed body elsewhere: report it instead
+
+
+def post(registry: RegistryConfig, body: bytes, idempotency_key: str) -> PostOutcome:
+    """One POST; network errors and timeouts come back as `retry`, never as exceptions."""
+    secret = read_secret(env=registry.hmac_secret_env, file=registry.hmac_secret_file,
+                         what=f"HMAC secret of registry {registry.name}")
+    assert secret is not None
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"certd/{__version__}",
+        IDEMPOTENCY_HEADER: idempotency_key,
+        registry.signature_header: sign(secret, body),
+    }
+    if registry.auth_env or registry.auth_file:
+        auth = read_secret(env=registry.auth_env, file=registry.auth_file,
+                           what=f"auth header of registry {registry.name}")
+        assert auth is not None
+        headers[registry.auth_header] = auth
+    request = urllib.request.Request(registry.url, data=body, headers=headers, method="POST")
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+    if registry.url.startswith("https://"):
+        context = ssl.create_default_context(cafile=registry.ca_file)
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(request, timeout=registry.timeout) as response:
+            text = response.read(MAX_BODY_KEPT * 2).decode("utf-8", "replace")
+            return classify(response.status, text)
+    except urllib.error.HTTPError as exc:
+        text = exc.read(MAX_BODY_KEPT * 2).decode("utf-8", "replace") if exc.fp else ""
+        return classify(exc.code, text, exc.headers.get("Retry-After") if exc.headers else None)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return PostOutcome("retry", None, f"cannot reach {registry.url}: {reason}")

@@ -1,0 +1,362 @@
+"""After every issuance: record the chain, recompute bundles, queue and send deliveries.
+
+`on_issued(config, engine, issued)` is the one entry point the issuance flow
+calls. Store writes (CA certificates, chain links, new bundle versions, outbox
+rows) happen in one transaction; files (configured exports) and HTTP (registry
+deliveries) come after the commit, and their failures are reported in the
+result, never undo the recorded state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from cryptography import x509
+from sqlmodel import Session, select
+
+from certd.config import Config
+from certd.config.trust import DEFAULT_ANCHOR_SET, BundleConfig
+from certd.errors import ConfigError
+from certd.store.db import session_scope
+from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.trust import TrustBundleVersion, TrustCaCertificate, TrustChainLink
+from certd.store.types import utcnow
+from certd.trust import TrustError, UnanchoredChainError, outbox, versions
+from certd.trust.anchors import anchor_set
+from certd.trust.bundles import (
+    BundleDiff, IssuanceChains, compute_content, decide_version, manifest,
+)
+from certd.trust.certs import CaCert, from_x509, parse_pem_bundle
+from certd.trust.chains import AnchorSet, ChainLink, build_path
+from certd.trust.export import export_version
+from certd.trust.quectel import format_checksum, xor16
+
+log = logging.getLogger(__name__)
+MAX_TRANSACTION_TRIES = 3
+
+
+@dataclass(frozen=True)
+class BundleChange:
+    bundle: str
+    flavour: str
+    seq: int
+    sha256: str
+    previous_seq: int | None
+    diff: BundleDiff
+    notes: tuple[str, ...]
+    reason: str
+
+    def headline(self) -> str:
+        prev = f"v{self.previous_seq}" if self.previous_seq else "nothing"
+        return f"bundle {self.bundle} ({self.flavour}): {prev} -> v{self.seq} ({self.reason})"
+
+
+@dataclass
+class TrackResult:
+    """What changed because of one issuance (a later rollover gate reads `changed`/`added`)."""
+
+    issued_id: int | None
+    name: str
+    chain: list[tuple[str, str, str]] = field(default_factory=list)  # (role, subject, sha256)
+    changes: list[BundleChange] = field(default_factory=list)
+    deliveries: list[outbox.DeliveryReport] = field(default_factory=list)
+    exported: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def added_fingerprints(self) -> set[str]:
+        return {s.fingerprint for c in self.changes for s in c.diff.added}
+
+
+# -- config helpers ---------------------------------------------------------
+def covered_names(config: Config, bundle: BundleConfig) -> list[str]:
+    """Certificate names a bundle covers; an unknown name is a config error with its key path."""
+    known = [c.name for c in config.certificates]
+    if not bundle.certificates:
+        return known
+    index = config.trust.bundles.index(bundle)
+    for i, name in enumerate(bundle.certificates):
+        if name not in known:
+            raise ConfigError(
+                f"trust.bundles[{index}].certificates[{i}]: no certificate named {name!r} "
+                f"(known: {', '.join(known) or 'none configured'})"
+            )
+    return list(bundle.certificates)
+
+
+def bundles_covering(config: Config, name: str) -> list[BundleConfig]:
+    return [b for b in config.trust.bundles if name in covered_names(config, b)]
+
+
+# -- chain records ----------------------------------------------------------
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _store_ca(session: Session, cert: CaCert) -> None:
+    if session.get(TrustCaCertificate, cert.fingerprint) is None:
+        session.add(TrustCaCertificate(
+            fingerprint=cert.fingerprint, subject=cert.subject, issuer=cert.issuer,
+            spki_sha256=cert.spki_sha256, not_before=cert.not_before, not_after=cert.not_after,
+            self_signed=cert.self_signed, pem=cert.pem,
+        ))
+        session.flush()
+
+
+def _load_links(session: Session, issued_id: int, anchors: str) -> tuple[tuple[ChainLink, ...], ...] | None:
+    rows = session.exec(select(TrustChainLink).where(
+        TrustChainLink.issued_id == issued_id, TrustChainLink.anchor_set == anchors,
+    ).order_by(TrustChainLink.chain_index, TrustChainLink.position)).all()
+    if not rows:
+        return None
+    certs: dict[str, CaCert] = {}
+    chains: dict[int, list[ChainLink]] = {}
+    for row in rows:
+        if row.fingerprint not in certs:
+            stored = session.get(TrustCaCertificate, row.fingerprint)
+            assert stored is not None
+            certs[row.fingerprint] = parse_pem_bundle(stored.pem, "store")[0]
+        chains.setdefault(row.chain_index, []).append(
+            ChainLink(certs[row.fingerprint], row.role, row.served, row.in_path))
+    return tuple(tuple(chains[i]) for i in sorted(chains))
+
+
+def record_chains(
+    session: Session, issued: IssuedCertificate, anchors: AnchorSet, warnings: list[str],
+) -> tuple[tuple[ChainLink, ...], ...]:
+    """Resolve the served chain and the alternates against `anchors` and store them (once).
+
+    The served chain reaching no anchor raises `UnanchoredChainError`; an
+    alternate that reaches none is left out with a warning.
+    """
+    assert issued.id is not None
+    existing = _load_links(session, issued.id, anchors.name)
+    if existing is not None:
+        return existing
+    what = f"the chain of {issued.name} (issued #{issued.id})"
+    leaf = x509.load_pem_x509_certificate(issued.cert_pem.encode())
+    served = parse_pem_bundle(issued.chain_pem, f"{what}: chain_pem")
+    alternates: list[tuple[x509.Certificate, list[CaCert]]] = []
+    for i, alt_pem in enumerate(json.loads(issued.alternate_chains or "[]"), 1):
+        certs = parse_pem_bundle(alt_pem, f"{what}: alternate chain {i}")
+        if certs and not _is_ca(certs[0].cert):
+            alternates.append((certs[0].cert, certs[1:]))
+        else:
+            alternates.append((leaf, certs))
+    pool = [*served, *(c for _, cas in alternates for c in cas)]
+    resolved: dict[int, tuple[ChainLink, ...]] = {
+        0: build_path(leaf, served, anchors, pool, what=what).links}
+    for i, (alt_leaf, alt_cas) in enumerate(alternates, 1):
+        try:
+            resolved[i] = build_path(alt_leaf, alt_cas, anchors, pool,
+                                     what=f"alternate chain {i} of {issued.name}").links
+        except UnanchoredChainError as exc:
+            warnings.append(f"{exc} (left out of the bundles)")
+    for index, links in resolved.items():
+        for position, link in enumerate(links):
+            _store_ca(session, link.cert)
+            session.add(TrustChainLink(
+                issued_id=issued.id, anchor_set=anchors.name, chain_index=index, position=position,
+                fingerprint=link.cert.fingerprint, role=link.role, served=link.served,
+                in_path=link.in_path,
+            ))
+    session.flush()
+    return tuple(resolved[i] for i in sorted(resolved))
+
+
+def _issuance_rows(session: Session, names: list[str], horizon: dt.datetime) -> list[IssuedCertificate]:
+    """Issuances young enough to matter, plus each name's current and newest one."""
+    if not names:
+        return []
+    rows = {r.id: r for r in session.exec(select(IssuedCertificate).where(
+        IssuedCertificate.name.in_(names), IssuedCertificate.issued_at >= horizon)).all()}  # type: ignore[attr-defined]
+    for name in names:
+        newest = session.exec(select(IssuedCertificate).where(IssuedCertificate.name == name)
+                              .order_by(IssuedCertificate.issued_at.desc(),  # type: ignore[attr-defined]
+                                        IssuedCertificate.id.desc())).first()  # type: ignore[union-attr]
+        if newest is not None:
+            rows[newest.id] = newest
+        managed = session.get(ManagedCertificate, name)
+        if managed is not None and managed.current_id is not None and managed.current_id not in rows:
+            current = session.get(IssuedCertificate, managed.current_id)
+            if current is not None:
+                rows[current.id] = current
+    return sorted(rows.values(), key=lambda r: r.id or 0)
+
+
+def _issuance_chains(
+    session: Session, names: list[str], anchors: AnchorSet, now: dt.datetime, recent_days: float,
+    warnings: list[str], strict_id: int | None,
+) -> list[IssuanceChains]:
+    result = []
+    for row in _issuance_rows(session, names, now - dt.timedelta(days=recent_days)):
+        try:
+            chains = record_chains(session, row, anchors, warnings)
+        except TrustError as exc:
+            if row.id == strict_id:
+                raise
+            warnings.append(f"{exc} (issuance #{row.id} left out of the bundles)")
+            continue
+        result.append(IssuanceChains(
+            issued_id=row.id or 0, name=row.name,
+            domains=tuple(d for d in row.domains.split(",") if d),
+            issued_at=row.issued_at, leaf_not_after=row.not_after, chains=chains))
+    return result
+
+
+# -- bundles ----------------------------------------------------------------
+def _recompute(
+    session: Session, config: Config, bundle: BundleConfig, anchors: AnchorSet, now: dt.datetime,
+    reason: str, warnings: list[str], strict_id: int | None,
+) -> list[BundleChange]:
+    names = covered_names(config, bundle)
+    issuances = _issuance_chains(session, names, anchors, now, bundle.recent_days, warnings, strict_id)
+    changes = []
+    for flavour in bundle.flavours:
+        content = compute_content(issuances, flavour, now, bundle.recent_days)
+        last = versions.latest(session, bundle.name, flavour)
+        decision = decide_version(
+            last.seq if last else None, last.sha256 if last else None,
+            versions.members(last) if last else [], content)
+        if not decision.changed:
+            continue
+        why = reason
+        if content.notes and not decision.diff.added:
+            why = f"{reason}; expired CA certificate(s) dropped"
+        body = manifest(bundle.name, flavour, decision.seq, content, now)
+        data = content.pem.encode("ascii")
+        body["size"] = len(data)
+        body["xor16"] = format_checksum(xor16(data))
+        row = TrustBundleVersion(
+            bundle=bundle.name, flavour=flavour, seq=decision.seq, sha256=decision.sha256,
+            previous_seq=last.seq if last else None, previous_sha256=last.sha256 if last else None,
+            pem=content.pem, manifest_json=json.dumps(body, sort_keys=True),
+            diff_json=json.dumps(decision.diff.to_json()), notes_json=json.dumps(list(content.notes)),
+            reason=why, created_at=now,
+        )
+        session.add(row)
+        session.flush()
+        outbox.enqueue(session, config, row)
+        changes.append(BundleChange(bundle.name, flavour, decision.seq, decision.sha256,
+                                    row.previous_seq, decision.diff, content.notes, why))
+    return changes
+
+
+def _write_exports(config: Config, changes: list[BundleChange], engine: sa.Engine,
+                   result: TrackResult) -> None:
+    for change in changes:
+        bundle = config.trust.bundle(change.bundle)
+        for export in bundle.exports:
+            if export.flavour != change.flavour:
+                continue
+            try:
+                with session_scope(engine) as session:
+                    version = versions.to_export(versions.get(session, change.bundle, change.flavour, change.seq))
+                files = export_version(version, export.format, export.dir, bundle.quectel)
+                result.exported += [str(f) for f in files]
+            except TrustError as exc:
+                result.warnings.append(f"bundle {change.bundle} export to {export.dir}: {exc}")
+
+
+def _run(
+    config: Config, engine: sa.Engine, bundles: list[BundleConfig], result: TrackResult,
+    now: dt.datetime, reason: str, issued: IssuedCertificate | None,
+) -> None:
+    """Record + recompute in one transaction (retried when another node won a race)."""
+    anchor_sets: dict[str, AnchorSet] = {}
+    for bundle in bundles:
+        if bundle.anchors not in anchor_sets:
+            anchor_sets[bundle.anchors] = anchor_set(config.trust, bundle.anchors)
+    for attempt in range(1, MAX_TRANSACTION_TRIES + 1):
+        warnings: list[str] = []
+        try:
+            with session_scope(engine) as session:
+                changes: list[BundleChange] = []
+                if issued is not None and not bundles:
+                    _record_default(session, config, issued, result, warnings)
+                for bundle in bundles:
+                    anchors = anchor_sets[bundle.anchors]
+                    if issued is not None and not result.chain:
+                        links = record_chains(session, issued, anchors, warnings)
+                        result.chain = [(l.role, l.cert.subject, l.cert.fingerprint) for l in links[0]]
+                    changes += _recompute(session, config, bundle, anchors, now, reason, warnings,
+                                          issued.id if issued is not None else None)
+            result.changes = changes
+            result.warnings += warnings
+            return
+        except sa.exc.IntegrityError:
+            result.chain = []
+            if attempt == MAX_TRANSACTION_TRIES:
+                raise
+            log.info("bundle update raced with another certd; recomputing")
+
+
+def _record_default(session: Session, config: Config, issued: IssuedCertificate,
+                    result: TrackResult, warnings: list[str]) -> None:
+    """No bundle covers this certificate: record its chain against the default anchors if possible."""
+    try:
+        anchors = anchor_set(config.trust, DEFAULT_ANCHOR_SET)
+        links = record_chains(session, issued, anchors, warnings)
+        result.chain = [(l.role, l.cert.subject, l.cert.fingerprint) for l in links[0]]
+    except TrustError as exc:
+        warnings.append(f"{exc} (no bundle covers {issued.name}, so this is only a note)")
+
+
+def on_issued(
+    config: Config, engine: sa.Engine, issued: IssuedCertificate, *,
+    now: dt.datetime | None = None, deliver: bool = True,
+) -> TrackResult:
+    """Record `issued`'s chain, recompute the bundles that cover it, queue and send deliveries.
+
+    Raises `UnanchoredChainError` when a bundle covers the certificate and its
+    served chain reaches no anchor of that bundle's anchor set (nothing is
+    recorded then). Export and delivery problems are in `result.warnings` and
+    `result.deliveries`; undelivered rows stay in the outbox for `certd fleet push`.
+    """
+    now = now or utcnow()
+    result = TrackResult(issued.id, issued.name)
+    bundles = bundles_covering(config, issued.name)
+    _run(config, engine, bundles, result, now, f"issued {issued.name} (#{issued.id})", issued)
+    _after_commit(config, engine, result, deliver, now)
+    return result
+
+
+def refresh_bundles(
+    config: Config, engine: sa.Engine, *, now: dt.datetime | None = None, reason: str = "refresh",
+    deliver: bool = True, only: list[str] | None = None,
+) -> TrackResult:
+    """Recompute every bundle (or `only` these) without an issuance: new config, expired CAs."""
+    now = now or utcnow()
+    result = TrackResult(None, "*")
+    bundles = [b for b in config.trust.bundles if only is None or b.name in only]
+    for bundle in bundles:
+        covered_names(config, bundle)  # config errors before any work
+    _run(config, engine, bundles, result, now, reason, None)
+    _after_commit(config, engine, result, deliver, now)
+    return result
+
+
+def _after_commit(config: Config, engine: sa.Engine, result: TrackResult, deliver: bool,
+                  now: dt.datetime) -> None:
+    for change in result.changes:
+        log.info("%s", change.headline())
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    _write_exports(config, result.changes, engine, result)
+    if deliver and result.changes:
+        with session_scope(engine) as session:
+            ids = [d.id for d in session.exec(select(outbox.TrustDelivery).where(
+                outbox.TrustDelivery.state == outbox.PENDING)).all() if d.id is not None]
+        # Send what this change queued (and anything else already due), without blocking on the rest.
+        result.deliveries = outbox.deliver(config, engine, now=now, ids=ids)
