@@ -14,7 +14,19 @@ from sqlmodel import Session
 
 from certd.errors import CertdError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """migrations/ of a source checkout, else the copy a wheel installs under sys.prefix."""
+    import sys
+
+    source = Path(__file__).resolve().parent.parent.parent / "migrations"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "certd" / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 class StoreError(CertdError):
