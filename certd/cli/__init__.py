@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "certd.cli.db",
     "certd.cli.bundle",
     "certd.cli.fleet",
+    "certd.cli.chargers",
+    "certd.cli.serve",
     "certd.cli.demo",
 ]
 

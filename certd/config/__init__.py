@@ -18,6 +18,7 @@ from certd.config.acme import AcmeConfig
 from certd.config.certificates import CertificateConfig, TargetConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
+from certd.config.ocpp import OcppConfig
 from certd.config.trust import TrustConfig
 from certd.errors import ConfigError
 
@@ -39,6 +40,7 @@ class Config(Section):
     cloudflare: CloudflareConfig = CloudflareConfig()
     dns: DnsConfig = DnsConfig()
     certificates: Annotated[list[CertificateConfig], Field(max_length=1000)] = []
+    ocpp: OcppConfig = OcppConfig()  # embedded OCPP endpoint, see certd/config/ocpp.py
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
 
     @model_validator(mode="after")

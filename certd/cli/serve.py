@@ -1,0 +1,64 @@
+"""`certd serve`: run the OCPP endpoint alone (until the daemon runs it with the scheduler).
+
+SIGHUP reloads certificate material; SIGTERM / Ctrl-C close every connection
+cleanly and mark the chargers offline in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from certd.cli import context
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("serve", help="run the OCPP endpoint (chargers connect over WSS)")
+    parser.set_defaults(func=_serve, default_log_level="info")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from certd.errors import CertdError
+
+    config = context.load(args)
+    if not config.ocpp.enabled or not config.ocpp.listeners:
+        raise CertdError("no OCPP listener configured: add [[ocpp.listeners]] to the config")
+    if args.verbose < 2:
+        # The ocpp library logs every frame at INFO: too much for thousands of chargers.
+        logging.getLogger("certd.ocpp.protocol").setLevel(logging.WARNING)
+    engine = context.open_store(config)
+    return asyncio.run(_run(config, engine))
+
+
+async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
+    import asyncio
+    import signal
+
+    from certd.ocpp.service import OcppService, tune_gc_for_many_connections
+
+    service = OcppService(config, engine)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        for result in await service.start():
+            ports = ",".join(map(str, service.listener(result.listener).ports))
+            state = (f"{result.status} on port {ports}" if ports
+                     else f"not serving yet: {result.error}")
+            print(f"listener {result.listener}: {state}", flush=True)
+        tune_gc_for_many_connections()
+        await stop.wait()
+    finally:
+        await service.close()
+    return 0

@@ -1,0 +1,335 @@
+"""One OCPP listener: websockets server, id from the path, Basic auth, subprotocol choice.
+
+The opening handshake runs `process_request` (path -> id, rate limit, registry
+lookup, password check: any refusal is a bare 401/404/429 before the upgrade),
+then `select_subprotocol` (a charger that offers none is served as OCPP 1.6,
+as OCPP 2.0.1 Part 4 asks, instead of websockets' HTTP 400), then the handler
+runs the version's ChargePoint read loop until the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from certd.config.ocpp import ListenerConfig, OcppConfig
+from certd.errors import CertdError
+from certd.ocpp import admission, auth, registry
+from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
+from certd.ocpp.registry import ChargerRecord, RegistryWriter
+from certd.ocpp.session import ChargerSession
+from certd.tls import ContextHolder
+
+log = logging.getLogger("certd.ocpp")
+
+# Served to a charger that offers no subprotocol (OCPP 2.0.1 Part 4; Home Assistant does the same).
+DEFAULT_SUBPROTOCOL = "ocpp1.6"
+# asyncio allocates a 256 KiB TLS read buffer per connection; OCPP frames are small and a TLS
+# record is at most 16 KiB, so after the handshake one record's worth is enough.
+TLS_READ_BUFFER = 16 * 1024 + 512
+WRITE_LIMIT = 16 * 1024
+WS_AUTHENTICATE = 'Basic realm="OCPP", charset="UTF-8"'
+
+
+@dataclass
+class Shared:
+    """State every listener of one service shares."""
+
+    ocpp: OcppConfig
+    engine: sa.Engine
+    writer: RegistryWriter
+    limiter: auth.FailureLimiter
+    credentials: auth.VerifiedCredentials
+    sessions: dict[str, ChargerSession]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    charger_id: str
+    record: ChargerRecord
+    address: str | None
+
+
+def _shrink_tls_read_buffer(transport: Any) -> None:
+    """Swap asyncio's per-connection 256 KiB TLS read buffer for a 16.5 KiB one.
+
+    Uses private attributes of asyncio.sslproto.SSLProtocol (3.11+); if they are
+    absent (another loop implementation), nothing changes.
+    """
+    protocol = getattr(transport, "_ssl_protocol", None)
+    if protocol is None or not hasattr(protocol, "_ssl_buffer"):
+        return
+    if len(protocol._ssl_buffer) <= TLS_READ_BUFFER:
+        return
+    protocol.max_size = TLS_READ_BUFFER
+    protocol._ssl_buffer = bytearray(TLS_READ_BUFFER)
+    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
+
+
+class OcppConnection(ServerConnection):
+    """A websockets connection that carries its admission and uses a small TLS buffer."""
+
+    admitted: Admitted | None = None
+    offered_subprotocols: Sequence[str] = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called by asyncio once the TLS handshake is complete.
+        super().connection_made(transport)
+        _shrink_tls_read_buffer(transport)
+
+
+def _address(connection: ServerConnection) -> str | None:
+    try:
+        peer = connection.remote_address
+    except Exception:
+        return None
+    return str(peer[0]) if peer else None
+
+
+class Listener:
+    def __init__(self, config: ListenerConfig, shared: Shared, holder: ContextHolder | None) -> None:
+        self.config = config
+        self.shared = shared
+        self.holder = holder
+        self.patterns = [PathPattern(p) for p in config.paths]
+        self.server: Server | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+    @property
+    def ports(self) -> list[int]:
+        if self.server is None:
+            return []
+        return sorted({sock.getsockname()[1] for sock in self.server.sockets})
+
+    async def start(self) -> None:
+        ocpp = self.shared.ocpp
+        if self.config.insecure:
+            log.warning(
+                "OCPP listener %s serves plain ws:// (security profile 1): passwords cross the "
+                "network unencrypted; use it on trusted networks only", self.label,
+            )
+        try:
+            self.server = await self._serve(ocpp)
+        except OSError as exc:
+            where = ", ".join(self.config.bind) or "all addresses"
+            raise CertdError(
+                f"OCPP listener {self.label}: cannot listen on {where} port {self.config.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        scheme = "ws" if self.config.insecure else "wss"
+        log.info("OCPP listener %s on %s://%s:%s%s", self.label, scheme, self.config.host,
+                 ",".join(map(str, self.ports)), " ".join(self.config.paths))
+
+    async def _serve(self, ocpp: OcppConfig) -> Server:
+        return await serve(
+            self._handle,
+            host=list(self.config.bind) or None,
+            port=self.config.port,
+            ssl=self.holder.listening_context if self.holder else None,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            create_connection=OcppConnection,
+            compression=None,
+            open_timeout=ocpp.handshake_timeout,
+            ping_interval=ocpp.ping_interval,
+            ping_timeout=ocpp.ping_timeout,
+            max_size=ocpp.max_message_size,
+            max_queue=ocpp.max_queue,
+            write_limit=WRITE_LIMIT,
+            server_header=None,
+            backlog=1024,
+        )
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()  # closes connections with 1001 (going away)
+            await self.server.wait_closed()
+            self.server = None
+
+    # -- opening handshake --
+
+    def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, text: str,
+                headers: dict[str, str] | None = None) -> Response:
+        response = connection.respond(status, text)
+        for key, value in (headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        shared = self.shared
+        address = _address(connection)
+        try:
+            charger_id = charger_id_from_path(request.path, self.patterns)
+        except InvalidChargerId as exc:
+            return self._refuse(connection, http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        if charger_id is None:
+            return self._refuse(connection, http.HTTPStatus.NOT_FOUND, "Not Found\n")
+
+        key = address or "?"
+        wait = shared.limiter.retry_after(key)
+        if wait is not None:
+            log.debug("refusing %s from %s: too many failed logins", charger_id, address)
+            return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n",
+                                {"Retry-After": str(max(1, int(wait + 0.999)))})
+
+        password = auth.parse_basic_auth(request.headers.get("Authorization"), charger_id)
+        record = await asyncio.to_thread(registry.lookup, shared.engine, charger_id)
+        verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
+
+        if isinstance(verdict, admission.Register):
+            record = await asyncio.to_thread(self._register, charger_id, verdict, password, address)
+            verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
+            if isinstance(verdict, admission.Register):  # cannot happen: the row exists now
+                verdict = admission.Refuse("registration failed")
+
+        if isinstance(verdict, admission.CheckPassword):
+            assert password is not None
+            if not await self._password_ok(charger_id, verdict.password_hash, password):
+                verdict = admission.Refuse("wrong password")
+        elif isinstance(verdict, admission.Admit) and verdict.store_offered_password:
+            assert password is not None and record is not None
+            record = await asyncio.to_thread(self._store_first_password, charger_id, password)
+
+        if isinstance(verdict, admission.Refuse) or record is None:
+            reason = verdict.reason if isinstance(verdict, admission.Refuse) else "no record"
+            shared.limiter.record_failure(key)
+            shared.writer.audit("auth_failed", charger_id, address, reason)
+            if shared.limiter.retry_after(key) is not None:
+                log.warning("client %s reached the failed-login limit; refusing it for %.0f s",
+                            address, shared.ocpp.auth_failure_window)
+            return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n",
+                                {"WWW-Authenticate": WS_AUTHENTICATE})
+
+        assert isinstance(connection, OcppConnection)
+        connection.admitted = Admitted(charger_id, record, address)
+        return None
+
+    async def _password_ok(self, charger_id: str, password_hash: str, password: str) -> bool:
+        credentials = self.shared.credentials
+        if credentials.matches(charger_id, password_hash, password):
+            return True
+        ok = await asyncio.to_thread(auth.verify_password, password_hash, password)
+        if ok:
+            credentials.remember(charger_id, password_hash, password)
+            if auth.needs_rehash(password_hash):
+                await asyncio.to_thread(self._rehash, charger_id, password)
+        return ok
+
+    def _rehash(self, charger_id: str, password: str) -> None:
+        new_hash = auth.hash_password(password)
+        registry.set_password_hash(self.shared.engine, charger_id, new_hash)
+        self.shared.credentials.remember(charger_id, new_hash, password)
+
+    def _register(self, charger_id: str, verdict: admission.Register, password: str | None,
+                  address: str | None) -> ChargerRecord:
+        ocpp = self.shared.ocpp
+        record = registry.insert_charger(
+            self.shared.engine, charger_id,
+            password_hash=auth.hash_password(password) if password is not None else None,
+            heartbeat_class=ocpp.default_heartbeat_class,
+            registration=verdict.registration,
+            if_absent=True,
+        )
+        registry.record_audit(self.shared.engine, "registered", charger_id, address,
+                              f"unknown charger recorded as {verdict.registration}")
+        log.warning("unknown charger %s from %s recorded as %s", charger_id, address,
+                    verdict.registration)
+        return record
+
+    def _store_first_password(self, charger_id: str, password: str) -> ChargerRecord | None:
+        registry.set_password_hash(self.shared.engine, charger_id, auth.hash_password(password))
+        return registry.lookup(self.shared.engine, charger_id)
+
+    def _select_subprotocol(self, connection: ServerConnection,
+                            offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        assert isinstance(connection, OcppConnection)
+        connection.offered_subprotocols = tuple(offered)
+        wanted = set(offered)
+        for subprotocol in self.config.subprotocols:  # server's order of preference
+            if subprotocol in wanted:
+                return Subprotocol(subprotocol)
+        # None offered: handshake completes without the header and the charger is served as 1.6.
+        # None acceptable: OCPP wants the handshake completed, then the socket closed (_handle).
+        return None
+
+    # -- the connection --
+
+    def _served_version(self, connection: OcppConnection) -> str | None:
+        if connection.subprotocol:
+            return str(connection.subprotocol)
+        if not connection.offered_subprotocols and DEFAULT_SUBPROTOCOL in self.config.subprotocols:
+            return DEFAULT_SUBPROTOCOL
+        return None
+
+    def _heartbeat_interval(self, record: ChargerRecord) -> int:
+        classes = self.shared.ocpp.heartbeat_classes
+        interval = classes.get(record.heartbeat_class)
+        if interval is None:
+            log.warning("charger %s has heartbeat class %r, which [ocpp] heartbeat_classes lacks; "
+                        "using %r", record.charger_id, record.heartbeat_class,
+                        self.shared.ocpp.default_heartbeat_class)
+            interval = classes[self.shared.ocpp.default_heartbeat_class]
+        return interval
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        assert isinstance(connection, OcppConnection) and connection.admitted is not None
+        admitted = connection.admitted
+        version = self._served_version(connection)
+        if version is None:
+            log.warning("charger %s offered %s; this listener speaks %s: closing",
+                        admitted.charger_id, ", ".join(connection.offered_subprotocols),
+                        ", ".join(self.config.subprotocols))
+            await connection.close(1002, "no supported OCPP version offered")
+            return
+
+        from certd.ocpp.v16 import CentralSystemV16
+        from certd.ocpp.v201 import CentralSystemV21, CentralSystemV201
+
+        shared = self.shared
+        session = ChargerSession(
+            charger_id=admitted.charger_id, version=version, listener=self.label,
+            address=admitted.address, registration=admitted.record.registration,
+            heartbeat_interval=self._heartbeat_interval(admitted.record), writer=shared.writer,
+        )
+        cp_class = {"ocpp1.6": CentralSystemV16, "ocpp2.0.1": CentralSystemV201,
+                    "ocpp2.1": CentralSystemV21}[version]
+        session.charge_point = cp_class(session, connection, shared.ocpp.call_timeout)
+
+        previous = shared.sessions.get(admitted.charger_id)
+        shared.sessions[admitted.charger_id] = session
+        if previous is not None and previous.charge_point is not None:
+            # The charger reconnected (e.g. its NAT dropped the old flow silently): keep the new one.
+            log.info("charger %s reconnected; closing its previous connection", admitted.charger_id)
+            old = previous.charge_point._connection
+            task = asyncio.get_running_loop().create_task(
+                old.close(1000, "replaced by a new connection"))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        shared.writer.connected(admitted.charger_id, version, admitted.address)
+        log.info("charger %s connected over %s from %s", admitted.charger_id, version,
+                 admitted.address)
+        try:
+            await session.charge_point.start()
+        except ConnectionClosed:
+            pass
+        finally:
+            if shared.sessions.get(admitted.charger_id) is session:
+                del shared.sessions[admitted.charger_id]
+                shared.writer.disconnected(admitted.charger_id)
+            log.info("charger %s disconnected (%s)", admitted.charger_id,
+                     connection.close_code if connection.close_code is not None else "no close frame")
+

@@ -1,0 +1,320 @@
+"""The OCPP service the daemon runs in its loop: all listeners, live certificate reload.
+
+    service = OcppService(config, engine)
+    await service.start()
+    ...
+    await service.reload("fleet-rsa")   # after a deploy; also on SIGHUP (cert_name=None)
+    await service.close()
+
+Reload triggers: an explicit `reload()`, a periodic store/file check every
+`[ocpp] reload_check_interval` seconds (it compares which issued certificate or
+which file version is served), SIGHUP (the caller maps it to `reload()`).
+Material is checked before it is served; on failure the old context stays and
+the reason is logged at error level and returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography import x509
+
+from certd.config import Config
+from certd.config.ocpp import ListenerConfig, listener_certificate_errors
+from certd.errors import ConfigError
+from certd.ocpp import auth, registry
+from certd.ocpp.material import served_certificate
+from certd.ocpp.server import Listener, Shared
+from certd.ocpp.session import ChargerSession, ConnectedCharger
+from certd.store.db import session_scope
+from certd.store.types import utcnow
+from certd.tls import (
+    ContextHolder,
+    KeyPairPem,
+    Prepared,
+    ServedCertificate,
+    TlsMaterialError,
+    load_trust_anchors,
+    prepare,
+)
+
+log = logging.getLogger("certd.ocpp")
+
+# A file written by another tool is read only once it has been still this long
+# (fullchain and key are seldom replaced in the same instant).
+FILE_SETTLE_SECONDS = 1.0
+
+# Identifies material cheaply: ("cert", name, issued id) or ("file", path, mtime_ns, size).
+MaterialKey = tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    listener: str
+    status: str  # "swapped" | "unchanged" | "failed" | "started" | "settling"
+    served: tuple[ServedCertificate, ...] = ()
+    error: str | None = None
+
+
+def tune_gc_for_many_connections() -> None:
+    """Call once after startup in a process that holds thousands of connections.
+
+    Freezes what startup allocated (modules, config) out of the collector's
+    sight and makes young collections rarer, so a full collection over
+    hundreds of thousands of connection objects does not land in the tail
+    latency of heartbeats.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+def _file_key(paths: Sequence[str]) -> tuple[Any, ...]:
+    parts: list[Any] = ["file"]
+    for path in paths:
+        try:
+            info = os.stat(path)
+            parts.append((path, info.st_mtime_ns, info.st_size))
+        except OSError as exc:
+            parts.append((path, exc.errno))
+    return tuple(parts)
+
+
+def files_settled(key: tuple[Any, ...], now_ns: int, settle: float = FILE_SETTLE_SECONDS) -> bool:
+    """True when every file of a ("file", ...) key was last modified at least `settle` s ago."""
+    for entry in key[1:]:
+        if len(entry) == 3 and now_ns - entry[1] < settle * 1e9:
+            return False
+    return True
+
+
+class _ListenerState:
+    def __init__(self, config: ListenerConfig, listener: Listener, holder: ContextHolder | None):
+        self.config = config
+        self.listener = listener
+        self.holder = holder
+        self.served_key: MaterialKey | None = None
+        self.failed_key: MaterialKey | None = None
+        self.started = False
+        self.lock = asyncio.Lock()
+
+
+class OcppService:
+    def __init__(
+        self,
+        config: Config,
+        engine: sa.Engine,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        errors = listener_certificate_errors(config.ocpp, [c.name for c in config.certificates])
+        if errors:
+            raise ConfigError("invalid configuration\n  " + "\n  ".join(errors))
+        self.config = config
+        self.ocpp = config.ocpp
+        self.engine = engine
+        self.clock = clock
+        self.node = self.ocpp.node_name or socket.gethostname()
+        self.shared = Shared(
+            ocpp=self.ocpp,
+            engine=engine,
+            writer=registry.RegistryWriter(engine, self.node),
+            limiter=auth.FailureLimiter(self.ocpp.auth_failure_limit, self.ocpp.auth_failure_window),
+            credentials=auth.VerifiedCredentials(),
+            sessions={},
+        )
+        self._states: list[_ListenerState] = []
+        for listener_config in self.ocpp.listeners:
+            holder = None if listener_config.insecure else ContextHolder(listener_config.tls_profile)
+            self._states.append(_ListenerState(
+                listener_config, Listener(listener_config, self.shared, holder), holder))
+        self._anchors: list[x509.Certificate] = []
+        self._periodic: asyncio.Task[None] | None = None
+
+    # -- lifecycle --
+
+    async def start(self) -> list[ReloadResult]:
+        """Open every listener whose material passes the check; the others open once it does."""
+        import ocpp.messages
+
+        # The library validates each message in a thread by default: two thread hops per message.
+        # Inline validation of these small payloads is cheaper and keeps ordering simple.
+        ocpp.messages.ASYNC_VALIDATION = False
+        self._anchors = await asyncio.to_thread(load_trust_anchors, self.ocpp.trust_roots)
+        cleared = await asyncio.to_thread(registry.clear_node, self.engine, self.node)
+        if cleared:
+            log.info("marked %d charger(s) offline that node %s held before its restart",
+                     cleared, self.node)
+        self.shared.writer.start()
+        results = [await self._refresh(state, explicit=True) for state in self._states]
+        if self.ocpp.reload_check_interval > 0:
+            self._periodic = asyncio.get_running_loop().create_task(
+                self._check_periodically(), name="certd-ocpp-reload-check")
+        return results
+
+    async def close(self) -> None:
+        if self._periodic is not None:
+            self._periodic.cancel()
+            try:
+                await self._periodic
+            except asyncio.CancelledError:
+                pass
+            self._periodic = None
+        for state in self._states:
+            await state.listener.close()
+            state.started = False
+        await self.shared.writer.close()
+        await asyncio.to_thread(registry.clear_node, self.engine, self.node)
+
+    async def reload(self, cert_name: str | None = None) -> list[ReloadResult]:
+        """Re-read the material of listeners serving `cert_name` (all listeners if None)."""
+        results = []
+        for state in self._states:
+            if cert_name is None or cert_name in state.config.certificates:
+                results.append(await self._refresh(state, explicit=True))
+        return results
+
+    # -- chargers --
+
+    def connected_chargers(self) -> list[ConnectedCharger]:
+        return [s.snapshot() for s in self.shared.sessions.values()]
+
+    def charger(self, charger_id: str) -> ChargerSession | None:
+        """The live session of a connected charger, to send it requests with `session.call()`."""
+        return self.shared.sessions.get(charger_id)
+
+    async def call(self, charger_id: str, payload: Any, timeout: float | None = None) -> Any:
+        session = self.charger(charger_id)
+        if session is None:
+            raise LookupError(f"charger {charger_id} is not connected")
+        return await session.call(payload, timeout)
+
+    # -- introspection (status, tests) --
+
+    def listener(self, label: str) -> Listener:
+        for state in self._states:
+            if state.listener.label == label:
+                return state.listener
+        raise KeyError(label)
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return [state.listener for state in self._states]
+
+    def served(self, label: str) -> tuple[ServedCertificate, ...]:
+        for state in self._states:
+            if state.listener.label == label and state.holder and state.holder.current:
+                return state.holder.current.served
+        return ()
+
+    # -- material --
+
+    async def _check_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.ocpp.reload_check_interval)
+            for state in self._states:
+                try:
+                    await self._refresh(state, explicit=False)
+                except Exception:
+                    log.exception("checking certificate material of listener %s failed",
+                                  state.listener.label)
+
+    def _material_key(self, listener: ListenerConfig) -> MaterialKey:
+        parts: list[tuple[Any, ...]] = []
+        if listener.certificates:
+            with session_scope(self.engine) as session:
+                for name in listener.certificates:
+                    issued = served_certificate(session, name)
+                    parts.append(("cert", name, issued.id if issued else None))
+        for files in listener.cert_files:
+            parts.append(_file_key([files.fullchain, files.privkey]))
+        return tuple(parts)
+
+    def _read_material(self, listener: ListenerConfig) -> tuple[MaterialKey, list[KeyPairPem]]:
+        """The key and the PEM pairs, read in one go (worker thread)."""
+        pairs: list[KeyPairPem] = []
+        parts: list[tuple[Any, ...]] = []
+        problems: list[str] = []
+        if listener.certificates:
+            with session_scope(self.engine) as session:
+                for name in listener.certificates:
+                    issued = served_certificate(session, name)
+                    parts.append(("cert", name, issued.id if issued else None))
+                    if issued is None:
+                        problems.append(f"certificate {name} has not been issued yet")
+                        continue
+                    pairs.append(KeyPairPem(
+                        source=f"certificate {name} (issued #{issued.id}, serial {issued.serial})",
+                        cert_pem=issued.cert_pem, chain_pem=issued.chain_pem, key_pem=issued.key_pem,
+                    ))
+        for files in listener.cert_files:
+            parts.append(_file_key([files.fullchain, files.privkey]))
+            try:
+                with open(files.fullchain, encoding="utf-8") as handle:
+                    fullchain = handle.read()
+                with open(files.privkey, encoding="utf-8") as handle:
+                    key_pem = handle.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{files.fullchain} / {files.privkey}: cannot read: {exc}")
+                continue
+            pairs.append(KeyPairPem(source=files.fullchain, cert_pem=fullchain, chain_pem="",
+                                    key_pem=key_pem))
+        if problems:
+            raise TlsMaterialError("; ".join(problems))
+        return tuple(parts), pairs
+
+    def _prepare(self, listener: ListenerConfig) -> tuple[MaterialKey, Prepared]:
+        key, pairs = self._read_material(listener)
+        return key, prepare(pairs, listener.host, listener.tls_profile, self.clock(), self._anchors)
+
+    async def _refresh(self, state: _ListenerState, explicit: bool) -> ReloadResult:
+        label = state.listener.label
+        if state.holder is None:  # insecure listener: nothing to load
+            if not state.started:
+                await state.listener.start()
+                state.started = True
+                return ReloadResult(label, "started")
+            return ReloadResult(label, "unchanged")
+        async with state.lock:
+            key = await asyncio.to_thread(self._material_key, state.config)
+            current = state.holder.current
+            if key == state.served_key and current is not None:
+                return ReloadResult(label, "unchanged", current.served)
+            file_keys = [part for part in key if part[0] == "file"]
+            now_ns = int(self.clock().timestamp() * 1e9)
+            if not all(files_settled(part, now_ns) for part in file_keys):
+                return ReloadResult(label, "settling", current.served if current else ())
+            if key == state.failed_key and not explicit:
+                return ReloadResult(label, "failed", current.served if current else (),
+                                    "material unchanged since it failed the check")
+            try:
+                read_key, prepared = await asyncio.to_thread(self._prepare, state.config)
+            except TlsMaterialError as exc:
+                state.failed_key = key
+                keeping = ("keeps serving " + ", ".join(
+                    f"{s.source} serial {s.serial}" for s in current.served)
+                    if current else "serves nothing until valid material exists")
+                log.error("listener %s: new certificate material refused, %s: %s",
+                          label, keeping, exc)
+                return ReloadResult(label, "failed", current.served if current else (), str(exc))
+            previous = state.holder.swap(prepared)
+            state.served_key = read_key
+            state.failed_key = None
+            for served in prepared.served:
+                log.info("listener %s now serves %s (%s, serial %s, valid until %s)", label,
+                         served.source, served.key_type.upper(), served.serial,
+                         served.not_after.isoformat())
+            if not state.started:
+                await state.listener.start()
+                state.started = True
+                return ReloadResult(label, "started", prepared.served)
+            return ReloadResult(label, "swapped" if previous else "started", prepared.served)

@@ -1,0 +1,53 @@
+"""OCPP 1.6J central-system handlers: connection-level messages, no charging business logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action, RegistrationStatus
+
+from certd.ocpp.session import ChargerSession, log, ocpp_timestamp, protocol_log
+from certd.store.chargers import REGISTRATION_PENDING
+
+
+class CentralSystemV16(ChargePoint):
+    """Answers BootNotification, Heartbeat, StatusNotification, SecurityEventNotification;
+    other actions get the library's NotImplemented CallError."""
+
+    def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
+        super().__init__(session.charger_id, connection, response_timeout=response_timeout,
+                         logger=protocol_log)
+        self.session = session
+
+    async def route_message(self, raw_msg: str) -> None:
+        self.session.seen()
+        await super().route_message(raw_msg)
+
+    @on(Action.boot_notification)
+    def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
+                             **info: Any) -> call_result.BootNotification:
+        self.session.booted(charge_point_vendor, charge_point_model,
+                            info.get("firmware_version"), info.get("charge_point_serial_number"))
+        status = (RegistrationStatus.pending if self.session.registration == REGISTRATION_PENDING
+                  else RegistrationStatus.accepted)
+        return call_result.BootNotification(
+            current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
+        )
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=ocpp_timestamp())
+
+    @on(Action.status_notification)
+    def on_status_notification(self, connector_id: int, error_code: str, status: str,
+                               **_: Any) -> call_result.StatusNotification:
+        log.debug("charger %s connector %s: %s (%s)", self.id, connector_id, status, error_code)
+        return call_result.StatusNotification()
+
+    @on(Action.security_event_notification)
+    def on_security_event_notification(self, type: str, timestamp: str,
+                                       **info: Any) -> call_result.SecurityEventNotification:
+        self.session.security_event(type, timestamp, info.get("tech_info"))
+        return call_result.SecurityEventNotification()

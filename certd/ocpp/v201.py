@@ -1,0 +1,75 @@
+"""OCPP 2.0.1 (and 2.1, same messages here) CSMS handlers: connection-level messages only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint as ChargePointV201
+from ocpp.v21 import ChargePoint as ChargePointV21
+
+from certd.ocpp.session import ChargerSession, log, ocpp_timestamp, protocol_log
+from certd.store.chargers import REGISTRATION_PENDING
+
+
+class _Handlers2x:
+    """Shared by 2.0.1 and 2.1; `self._call_result` is the version's own module."""
+
+    session: ChargerSession
+    id: str
+    _call_result: Any
+
+    def _init_session(self, session: ChargerSession) -> None:
+        self.session = session
+
+    async def route_message(self, raw_msg: str) -> None:
+        self.session.seen()
+        await super().route_message(raw_msg)  # type: ignore[misc]
+
+    @on("BootNotification")
+    def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
+                             **_: Any) -> Any:
+        self.session.booted(
+            charging_station.get("vendor_name"), charging_station.get("model"),
+            charging_station.get("firmware_version"), charging_station.get("serial_number"),
+        )
+        status = "Pending" if self.session.registration == REGISTRATION_PENDING else "Accepted"
+        return self._call_result.BootNotification(
+            current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
+        )
+
+    @on("Heartbeat")
+    def on_heartbeat(self) -> Any:
+        return self._call_result.Heartbeat(current_time=ocpp_timestamp())
+
+    @on("StatusNotification")
+    def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
+                               connector_id: int, **_: Any) -> Any:
+        log.debug("charger %s evse %s connector %s: %s", self.id, evse_id, connector_id,
+                  connector_status)
+        return self._call_result.StatusNotification()
+
+    @on("NotifyEvent")
+    def on_notify_event(self, generated_at: str, seq_no: int, event_data: list[dict[str, Any]],
+                        **_: Any) -> Any:
+        log.debug("charger %s: %d event(s), seq %s", self.id, len(event_data), seq_no)
+        return self._call_result.NotifyEvent()
+
+    @on("SecurityEventNotification")
+    def on_security_event_notification(self, type: str, timestamp: str, **info: Any) -> Any:
+        self.session.security_event(type, timestamp, info.get("tech_info"))
+        return self._call_result.SecurityEventNotification()
+
+
+class CentralSystemV201(_Handlers2x, ChargePointV201):
+    def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
+        ChargePointV201.__init__(self, session.charger_id, connection,
+                                 response_timeout=response_timeout, logger=protocol_log)
+        self._init_session(session)
+
+
+class CentralSystemV21(_Handlers2x, ChargePointV21):
+    def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
+        ChargePointV21.__init__(self, session.charger_id, connection,
+                                response_timeout=response_timeout, logger=protocol_log)
+        self._init_session(session)
