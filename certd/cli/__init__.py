@@ -18,6 +18,7 @@ from certd.errors import CertdError
 COMMAND_MODULES = [
     "certd.cli.issue",
     "certd.cli.status",
+    "certd.cli.dns_cmd",
     "certd.cli.config_cmd",
     "certd.cli.db",
     "certd.cli.bundle",

@@ -18,6 +18,7 @@ from certd.config.acme import AcmeConfig
 from certd.config.certificates import CertificateConfig, TargetConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
+from certd.config.hosts import DnsRecordsConfig, HostList
 from certd.config.ocpp import OcppConfig
 from certd.config.trust import TrustConfig
 from certd.errors import ConfigError
@@ -40,6 +41,8 @@ class Config(Section):
     cloudflare: CloudflareConfig = CloudflareConfig()
     dns: DnsConfig = DnsConfig()
     certificates: Annotated[list[CertificateConfig], Field(max_length=1000)] = []
+    hosts: HostList = []  # gray-cloud DNS records, see certd/config/hosts.py
+    dns_records: DnsRecordsConfig = DnsRecordsConfig()
     ocpp: OcppConfig = OcppConfig()  # embedded OCPP endpoint, see certd/config/ocpp.py
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
 

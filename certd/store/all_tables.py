@@ -1,5 +1,6 @@
 """Imports every table module so SQLModel.metadata is complete (Alembic, tests)."""
 
 from certd.store import models  # noqa: F401
+from certd.store import hosts  # noqa: F401
 from certd.store import chargers  # noqa: F401
 from certd.store import trust  # noqa: F401
