@@ -1,0 +1,126 @@
+"""Failure paths: crashes, bad tokens, scoped tokens, rate limits and slow DNS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from sqlmodel import select
+
+from certd import lifecycle
+from certd.sandbox.certd_config import TOKEN_ENV
+from certd.store.db import session_scope
+from certd.store.models import ChallengeRecord
+from tests.obtain.conftest import cert_toml
+
+
+def txt_records(world) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [r for r in world.emulator.records() if r["type"] == "TXT"]
+
+
+def test_crash_between_txt_creation_and_cleanup_is_cleaned_at_next_start(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
+    # Records stay invisible on DNS: the order waits in its propagation check, TXT records created.
+    setup.world.emulator.propagation_delay = 3600
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
+        env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(txt_records(setup.world)) == 2
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a crash: no finally blocks run
+        proc.communicate(timeout=10)
+    with session_scope(setup.engine) as session:
+        assert len(session.exec(select(ChallengeRecord)).all()) == 2
+
+    setup.world.emulator.propagation_delay = 0
+    result = setup.cli("issue", "web")
+    assert result.returncode == 0, result.stderr
+    assert "left by an interrupted run" in result.stderr
+    assert txt_records(setup.world) == []
+    with session_scope(setup.engine) as session:
+        assert session.exec(select(ChallengeRecord)).all() == []
+
+
+def test_bad_token_gives_clear_error_without_the_token(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    env = setup.env()
+    env[TOKEN_ENV] = "not-a-valid-token-1234567890"
+    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "token is invalid" in result.stderr
+    assert "not-a-valid-token" not in result.stderr + result.stdout
+
+
+def test_token_without_zone_access_names_the_permission(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    setup.world.emulator.add_token("scoped-to-example-net", zones=["example.net"])
+    env = setup.env()
+    env[TOKEN_ENV] = "scoped-to-example-net"
+    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot see it" in result.stderr and "Zone:Read" in result.stderr
+    assert "example.net" in result.stderr  # says which zones it does see
+
+
+def test_token_without_dns_edit_names_the_permission(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    setup.world.emulator.add_token("read-only-token", permissions={"zone:read", "dns:read"})
+    env = setup.env()
+    env[TOKEN_ENV] = "read-only-token"
+    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "DNS:Edit" in result.stderr
+    assert txt_records(setup.world) == []
+
+
+def test_missing_token_env(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    env = setup.env()
+    del env[TOKEN_ENV]
+    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"environment variable {TOKEN_ENV}" in result.stderr
+
+
+def test_survives_429_bursts_and_5xx_without_duplicates(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com", "*.example.com"]))
+    emulator = setup.world.emulator
+    emulator.inject_429(3, retry_after=0.2)
+    emulator.inject_5xx(1, status=502, writes_only=True, after_apply=True)  # created, answer lost
+    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    assert issued.serial
+    assert txt_records(setup.world) == []
+    statuses = [r.status for r in emulator.requests]
+    assert statuses.count(429) == 3 and 502 in statuses
+
+
+def test_survives_propagation_delay(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    setup.world.emulator.propagation_delay = 1.5
+    started = time.monotonic()
+    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    assert issued.serial
+    assert time.monotonic() - started >= 1.5  # it waited for the records, not a fixed sleep
+    assert txt_records(setup.world) == []
+
+
+def test_bad_config_names_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "certd.toml"
+    path.write_text('[[certificates]]\nname = "web"\ndomains = ["192.168.1.100"]\nkey_type = "dsa"\n')
+    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(path), "check-config"],
+                            capture_output=True, text=True, timeout=30, env=dict(os.environ))
+    assert result.returncode == 2
+    assert "certificates[0].domains: '192.168.1.100' is an IP address" in result.stderr
+    assert "certificates[0].key_type" in result.stderr
