@@ -207,3 +207,48 @@ def test_parse_target() -> None:
         parse_target("host:notaport")
     with pytest.raises(CertdError):
         parse_target("host:70000")
+
+
+def test_doctor_against_certd_ocpp_listener_with_gsm_profile(world, cf_world, ca, tmp_path) -> None:
+    """The embedded OCPP endpoint (certd/ocpp) serving an RSA fullchain with the gsm TLS profile."""
+    import asyncio
+    import threading
+
+    from certd.ocpp.service import OcppService
+
+    root, inter = ca
+    world.trust_anchor(root)
+    leaf = pki.leaf([HOST], inter)
+    (tmp_path / "fullchain.pem").write_text(pki.pem_of(leaf, inter))
+    (tmp_path / "privkey.pem").write_text(pki.key_pem(leaf.key))
+    (tmp_path / "privkey.pem").chmod(0o600)
+    for written in ("fullchain.pem", "privkey.pem"):  # the listener waits until files have settled
+        os.utime(tmp_path / written, (pki.NOW.timestamp() - 60, pki.NOW.timestamp() - 60))
+    (tmp_path / "root.pem").write_text(root.pem)
+    ocpp = (f'[ocpp]\nreload_check_interval = 0\ntrust_roots = [{toml_str(tmp_path / "root.pem")}]\n'
+            f'[[ocpp.listeners]]\nname = "main"\nhost = "{HOST}"\n'
+            f'bind = ["127.0.0.1"]\nport = 0\ntls_profile = "gsm"\n'
+            f'cert_files = [{{ fullchain = {toml_str(tmp_path / "fullchain.pem")}, '
+            f'privkey = {toml_str(tmp_path / "privkey.pem")} }}]\n')
+    config = world.config(bundle_toml(world.anchors_dir),
+                          certificates=f'[[certificates]]\nname = "ocpp"\ndomains = ["{HOST}"]\n', extra=ocpp)
+    on_issued(config, world.engine, world.issue("ocpp", [HOST], leaf, [inter]), deliver=False)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    service = OcppService(config, world.engine)
+    try:
+        started = asyncio.run_coroutine_threadsafe(service.start(), loop).result(30)
+        assert service.listener("main").ports, started
+        port = service.listener("main").ports[0]
+        report = run_doctor(config, HOST, port, engine=world.engine, connect="127.0.0.1",
+                            nameservers=[cf_world.dns_addr], timeout=5)
+    finally:
+        asyncio.run_coroutine_threadsafe(service.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    got = statuses(report)
+    for check_id in ("tls-sni", "tls-no-sni", "tls-key-type", "tls-gsm-profile", "tls-full-chain",
+                     "tls-validity", "bundle-fleet-roots", "bundle-fleet-full", "tls-by-ip"):
+        assert got[check_id] == PASS, (check_id, "\n".join(report.lines()))
+    assert "TLS 1.2" in report.check("tls-gsm-profile").message
