@@ -30,7 +30,7 @@ from certd.trust.anchors import anchor_set
 from certd.trust.bundles import (
     BundleDiff, IssuanceChains, compute_content, decide_version, manifest,
 )
-from certd.trust.certs import CaCert, from_x509, parse_pem_bundle
+from certd.trust.certs import CaCert, parse_pem_bundle
 from certd.trust.chains import AnchorSet, ChainLink, build_path
 from certd.trust.export import export_version
 from certd.trust.quectel import format_checksum, xor16
