@@ -22,7 +22,18 @@ log = logging.getLogger(__name__)
 # Steps run after a certificate is stored and deployed (chain tracking, listener reload, ...).
 # Each takes (config, engine, issued); failures are logged, never undo the issuance.
 PostIssuanceStep = Callable[[Config, sa.Engine, IssuedCertificate], None]
-POST_ISSUANCE_STEPS: list[PostIssuanceStep] = []
+
+
+def track_chain(config: Config, engine: sa.Engine, issued: IssuedCertificate) -> None:
+    """Record the chain, update fleet CA bundles, queue registry deliveries (certd/trust/)."""
+    from certd.trust.track import on_issued
+
+    result = on_issued(config, engine, issued)
+    for warning in result.warnings:
+        log.warning("%s: %s", issued.name, warning)
+
+
+POST_ISSUANCE_STEPS: list[PostIssuanceStep] = [track_chain]
 
 
 @dataclass

@@ -17,9 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 from cryptography import x509
 
-from certd.acme.account import acme_client_for
+from acme.client import ClientV2
+
+from certd.acme.account import acme_client_for, forget_registration
 from certd.acme.chains import select_chain
-from certd.acme.order import AcmeOrder
+from certd.acme.order import AccountGone, AcmeOrder, OrderOutcome
 from certd.config import CertificateConfig, Config
 from certd.dns import cloudflare
 from certd.dns.challenges import Dns01Records
@@ -134,12 +136,19 @@ def issue_certificate(
             client = acme_client_for(config, engine)
             key = key_future.result()
         csr = make_csr(key, cert_cfg.domains)
-        order = AcmeOrder(client, timeout=config.acme.order_timeout, sleep=sleep)
-        outcome = order.run(
-            csr, cert_cfg.domains, profile=cert_cfg.profile or config.acme.profile,
-            present=lambda fqdn, value: records.present(fqdn, value),
-            wait_visible=wait_visible, replaces=replaces,
-        )
+
+        def run_order(client: ClientV2) -> OrderOutcome:
+            return AcmeOrder(client, timeout=config.acme.order_timeout, sleep=sleep).run(
+                csr, cert_cfg.domains, profile=cert_cfg.profile or config.acme.profile,
+                present=lambda fqdn, value: records.present(fqdn, value),
+                wait_visible=wait_visible, replaces=replaces,
+            )
+
+        try:
+            outcome = run_order(client)
+        except AccountGone:
+            forget_registration(engine, config.acme.directory_url)
+            outcome = run_order(acme_client_for(config, engine))
         preferred = cert_cfg.preferred_chain or config.acme.preferred_chain
         fullchain = select_chain([outcome.fullchain_pem, *outcome.alternate_fullchains], preferred)
         offered = [c for c in [outcome.fullchain_pem, *outcome.alternate_fullchains] if c != fullchain]

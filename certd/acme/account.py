@@ -117,6 +117,18 @@ def acme_client_for(config: Config, engine: sa.Engine) -> acme_client.ClientV2:
         return client
 
 
+def forget_registration(engine: sa.Engine, directory_url: str) -> None:
+    """Drop a registration the CA no longer knows; the key stays, so it is re-registered."""
+    with session_scope(engine) as session:
+        account = session.exec(
+            select(AcmeAccount).where(AcmeAccount.directory_url == directory_url)
+        ).first()
+        if account is not None:
+            account.registration_json = None
+            session.add(account)
+    log.warning("the CA at %s no longer knows certd's account; registering it again", directory_url)
+
+
 def _register(config: Config, client: acme_client.ClientV2,
               jwk: jose.JWK) -> messages.RegistrationResource:
     try:

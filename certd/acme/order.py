@@ -35,6 +35,10 @@ class RateLimited(IssuanceError):
         self.retry_after = retry_after
 
 
+class AccountGone(IssuanceError):
+    """The CA no longer knows the stored account (reset test CA, deactivated account)."""
+
+
 class ReplacesRejected(IssuanceError):
     """The CA refused the ARI `replaces` field; the order can be retried without it."""
 
@@ -201,6 +205,8 @@ class AcmeOrder:
         text = _problem_message(exc)
         if exc.code == "rateLimited":
             return RateLimited(f"the CA rate-limited this order: {text}", None)
+        if exc.code == "accountDoesNotExist":
+            return AccountGone(f"the CA does not know the stored ACME account: {text}")
         if replaces and (exc.code == "alreadyReplaced" or "replace" in text.lower()):
             return ReplacesRejected(f"the CA refused to treat this order as a replacement: {text}")
         return IssuanceError(f"the CA refused the order ({exc.code or exc.typ}): {text}")

@@ -156,3 +156,18 @@ def test_store_on_sqlite_and_postgresql(make_setup, db_url: str) -> None:
     assert status.returncode == 0, status.stderr
     row = json.loads(status.stdout)[0]
     assert row["serial"] == issued.serial and row["last_outcome"] == "success"
+
+
+def test_ca_that_forgot_the_account_gets_it_registered_again(make_setup) -> None:
+    """Pebble keeps accounts in memory: after a restart the stored registration is unknown."""
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    lifecycle.issue_and_deploy(setup.config, setup.engine, "web")
+    with session_scope(setup.engine) as session:
+        before = session.exec(select(AcmeAccount)).one()
+    setup.pebble.restart()
+    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    verify_chain(issued.cert_pem + issued.chain_pem, setup.pebble.roots()[0], "local.example.com")
+    with session_scope(setup.engine) as session:
+        after = session.exec(select(AcmeAccount)).one()
+    assert after.key_pem == before.key_pem  # same key, new registration
+    assert json.loads(after.registration_json)["uri"] != json.loads(before.registration_json)["uri"]
