@@ -36,7 +36,7 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
     import asyncio
     import signal
 
-    from certd.ocpp.service import OcppService, tune_gc_for_many_connections
+    from certd.ocpp.service import OcppService, tune_process_for_many_connections
 
     service = OcppService(config, engine)
     loop = asyncio.get_running_loop()
@@ -57,7 +57,7 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
             state = (f"{result.status} on port {ports}" if ports
                      else f"not serving yet: {result.error}")
             print(f"listener {result.listener}: {state}", flush=True)
-        tune_gc_for_many_connections()
+        tune_process_for_many_connections()
         await stop.wait()
     finally:
         await service.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -40,6 +41,7 @@ class PasswordPolicyError(ValueError):
     """A password a person typed does not fit OCPP's 16-40 character rule."""
 
 
+@functools.cache
 def _hasher():  # type: ignore[no-untyped-def]
     from argon2 import PasswordHasher
 

@@ -65,14 +65,24 @@ class ReloadResult:
     error: str | None = None
 
 
-def tune_gc_for_many_connections() -> None:
-    """Call once after startup in a process that holds thousands of connections.
+def tune_process_for_many_connections() -> None:
+    """Call once after startup in the process that holds thousands of charger connections.
 
-    Freezes what startup allocated (modules, config) out of the collector's
-    sight and makes young collections rarer, so a full collection over
-    hundreds of thousands of connection objects does not land in the tail
-    latency of heartbeats.
+    Process-wide on purpose (the daemon and `certd serve` call it, a library
+    user decides for itself):
+    - asyncio allocates a 256 KiB TLS read buffer per connection; OCPP frames
+      are small, so new TLS connections get one TLS record's worth instead
+      (listeners also trim each buffer after its handshake when this is not
+      called, but by then the large buffer has fragmented the heap);
+    - the garbage collector: what startup allocated is frozen out of its sight
+      and young collections run less often, so a full collection over the
+      objects of thousands of connections does not land in heartbeat latency.
     """
+    import asyncio.sslproto
+
+    from certd.ocpp.server import TLS_READ_BUFFER
+
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)

@@ -36,7 +36,7 @@ class CentralSystemV16(ChargePoint):
             current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)  # empty payload, nothing to check
     def on_heartbeat(self) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=ocpp_timestamp())
 

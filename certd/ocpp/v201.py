@@ -38,7 +38,7 @@ class _Handlers2x:
             current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
         )
 
-    @on("Heartbeat")
+    @on("Heartbeat", skip_schema_validation=True)  # empty payload, nothing to check
     def on_heartbeat(self) -> Any:
         return self._call_result.Heartbeat(current_time=ocpp_timestamp())
 
