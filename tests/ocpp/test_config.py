@@ -81,3 +81,14 @@ def test_two_listeners_on_one_port_are_refused() -> None:
     listener = '[[ocpp.listeners]]\nhost = "example.com"\nbind = "127.0.0.1"\nport = 9000\ncertificates = ["fleet-rsa"]\n'
     with pytest.raises(ConfigError, match="127.0.0.1 port 9000 is used by two listeners"):
         parse_config(BASE + listener + listener)
+
+
+@pytest.mark.parametrize("example", ["certd.toml", "gsm-fleet.toml", "homeassistant-wallbox.toml"])
+def test_examples_have_consistent_ocpp_listeners(example: str) -> None:
+    from pathlib import Path
+
+    from certd.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / example)
+    assert config.ocpp.listeners, f"{example} documents no OCPP listener"
+    assert listener_certificate_errors(config.ocpp, [c.name for c in config.certificates]) == []

@@ -250,3 +250,29 @@ def test_service_sends_requests_to_a_charger_one_at_a_time(ca, ca_file, world) -
                 await service.call("NOT-CONNECTED", call.GetConfiguration())
 
     run(main())
+
+
+def test_insecure_listener_is_profile_1_with_a_warning(ca_file, world, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from websockets.asyncio.client import connect
+
+    listeners = [{"name": "lan", "host": HOST, "bind": ["127.0.0.1"], "port": 0, "insecure": True}]
+
+    async def main() -> None:
+        with caplog.at_level(logging.WARNING, logger="certd.ocpp"):
+            async with running(make_config(ca_file, listeners=listeners), world) as service:
+                assert any("security profile 1" in r.getMessage() for r in caplog.records)
+                port = service.listener("lan").ports[0]
+                url = f"ws://127.0.0.1:{port}/ocpp/GSM-0001"
+                async with connect(url, subprotocols=["ocpp1.6"],
+                                   additional_headers=basic("GSM-0001", PASSWORD)) as ws:
+                    async with charge_point(ws, "ocpp1.6", "GSM-0001") as cp:
+                        assert (await cp.call(boot16())).interval == 60
+                with pytest.raises(InvalidStatus) as info:
+                    async with connect(url, subprotocols=["ocpp1.6"],
+                                       additional_headers=basic("GSM-0001", "wrong-password-000")):
+                        pass
+                assert _status(info) == 401
+
+    run(main())
