@@ -20,6 +20,7 @@ from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
 from certd.config.ocpp import OcppConfig
+from certd.config.rollover import RolloverConfig
 from certd.config.trust import TrustConfig
 from certd.errors import ConfigError
 
@@ -45,6 +46,7 @@ class Config(Section):
     dns_records: DnsRecordsConfig = DnsRecordsConfig()
     ocpp: OcppConfig = OcppConfig()  # embedded OCPP endpoint, see certd/config/ocpp.py
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
+    rollover: RolloverConfig = RolloverConfig()  # CA roots onto chargers over OCPP, see certd/config/rollover.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

@@ -13,7 +13,7 @@ import asyncio
 import http
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ from certd.errors import CertdError
 from certd.ocpp import admission, auth, registry
 from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
 from certd.ocpp.registry import ChargerRecord, RegistryWriter
-from certd.ocpp.session import ChargerSession
+from certd.ocpp.session import ChargerHook, ChargerSession
 from certd.tls import ContextHolder
 
 log = logging.getLogger("certd.ocpp")
@@ -51,6 +51,7 @@ class Shared:
     limiter: auth.FailureLimiter
     credentials: auth.VerifiedCredentials
     sessions: dict[str, ChargerSession]
+    hooks: list[ChargerHook] = field(default_factory=list)  # see OcppService.add_charger_hook
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ class Listener:
             charger_id=admitted.charger_id, version=version, listener=self.label,
             address=admitted.address, registration=admitted.record.registration,
             heartbeat_interval=self._heartbeat_interval(admitted.record), writer=shared.writer,
+            hooks=shared.hooks,
         )
         cp_class = {"ocpp1.6": CentralSystemV16, "ocpp2.0.1": CentralSystemV201,
                     "ocpp2.1": CentralSystemV21}[version]
@@ -322,6 +324,7 @@ class Listener:
         shared.writer.connected(admitted.charger_id, version, admitted.address)
         log.info("charger %s connected over %s from %s", admitted.charger_id, version,
                  admitted.address)
+        session.notify("connected")
         try:
             await session.charge_point.start()
         except ConnectionClosed:
@@ -330,6 +333,7 @@ class Listener:
             if shared.sessions.get(admitted.charger_id) is session:
                 del shared.sessions[admitted.charger_id]
                 shared.writer.disconnected(admitted.charger_id)
+            session.notify("disconnected")
             log.info("charger %s disconnected (%s)", admitted.charger_id,
                      connection.close_code if connection.close_code is not None else "no close frame")
 

@@ -34,7 +34,7 @@ from certd.errors import ConfigError
 from certd.ocpp import auth, registry
 from certd.ocpp.material import served_certificate
 from certd.ocpp.server import Listener, Shared
-from certd.ocpp.session import ChargerSession, ConnectedCharger
+from certd.ocpp.session import ChargerHook, ChargerSession, ConnectedCharger
 from certd.store.db import session_scope
 from certd.store.types import utcnow
 from certd.tls import (
@@ -187,6 +187,10 @@ class OcppService:
 
     async def reload(self, cert_name: str | None = None) -> list[ReloadResult]:
         """Re-read the material of listeners serving `cert_name` (all listeners if None)."""
+        try:  # a private CA (your own, Pebble) may have a new root in [ocpp] trust_roots by now
+            self._anchors = await asyncio.to_thread(load_trust_anchors, self.ocpp.trust_roots)
+        except TlsMaterialError as exc:
+            log.error("[ocpp] trust_roots unreadable, keeping the roots read before: %s", exc)
         results = []
         for state in self._states:
             if cert_name is None or cert_name in state.config.certificates:
@@ -197,6 +201,14 @@ class OcppService:
 
     def connected_chargers(self) -> list[ConnectedCharger]:
         return [s.snapshot() for s in self.shared.sessions.values()]
+
+    def add_charger_hook(self, hook: ChargerHook) -> None:
+        """Call `hook(session, event)` when a charger connects, boots or disconnects."""
+        self.shared.hooks.append(hook)
+
+    def remove_charger_hook(self, hook: ChargerHook) -> None:
+        if hook in self.shared.hooks:
+            self.shared.hooks.remove(hook)
 
     def charger(self, charger_id: str) -> ChargerSession | None:
         """The live session of a connected charger, to send it requests with `session.call()`."""
@@ -243,7 +255,7 @@ class OcppService:
         if listener.certificates:
             with session_scope(self.engine) as session:
                 for name in listener.certificates:
-                    issued = served_certificate(session, name)
+                    issued = served_certificate(session, name, listener.label)
                     parts.append(("cert", name, issued.id if issued else None))
         for files in listener.cert_files:
             parts.append(_file_key([files.fullchain, files.privkey]))
@@ -257,7 +269,7 @@ class OcppService:
         if listener.certificates:
             with session_scope(self.engine) as session:
                 for name in listener.certificates:
-                    issued = served_certificate(session, name)
+                    issued = served_certificate(session, name, listener.label)
                     parts.append(("cert", name, issued.id if issued else None))
                     if issued is None:
                         problems.append(f"certificate {name} has not been issued yet")

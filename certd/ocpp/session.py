@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("certd.ocpp")
 # The `ocpp` library logs every frame at INFO and handler errors with tracebacks here.
 protocol_log = logging.getLogger("certd.ocpp.protocol")
+
+
+# Called with (session, event) for "connected", "booted" (after the BootNotification answer
+# went out) and "disconnected". A hook must not await the charger itself: it starts a task.
+ChargerHook = Callable[["ChargerSession", str], None]
 
 
 def ocpp_timestamp(now: dt.datetime | None = None) -> str:
@@ -55,6 +61,7 @@ class ChargerSession:
     writer: "RegistryWriter"
     connected_at: dt.datetime = field(default_factory=utcnow)
     charge_point: "ChargePoint | None" = None
+    hooks: list[ChargerHook] = field(default_factory=list, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def snapshot(self) -> ConnectedCharger:
@@ -78,6 +85,14 @@ class ChargerSession:
     def security_event(self, event_type: str, timestamp: str | None, tech_info: str | None) -> None:
         detail = f"{event_type} at {timestamp}" + (f": {tech_info[:200]}" if tech_info else "")
         self.writer.audit("security_event", self.charger_id, self.address, detail)
+
+    def notify(self, event: str) -> None:
+        """Tell the hooks (e.g. the trust rollover) that this charger connected, booted, left."""
+        for hook in list(self.hooks):
+            try:
+                hook(self, event)
+            except Exception:  # a broken hook must not take the connection down
+                log.exception("charger %s: %s hook failed", self.charger_id, event)
 
     # -- used by tasks (e.g. installing CA certificates) --
 

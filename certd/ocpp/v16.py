@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
 
@@ -35,6 +35,10 @@ class CentralSystemV16(ChargePoint):
         return call_result.BootNotification(
             current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
         )
+
+    @after(Action.boot_notification)
+    def after_boot_notification(self, **_: Any) -> None:
+        self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
     @on(Action.heartbeat, skip_schema_validation=True)  # empty payload, nothing to check
     def on_heartbeat(self) -> call_result.Heartbeat:

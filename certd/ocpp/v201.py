@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint as ChargePointV201
 from ocpp.v21 import ChargePoint as ChargePointV21
 
@@ -37,6 +37,10 @@ class _Handlers2x:
         return self._call_result.BootNotification(
             current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
         )
+
+    @after("BootNotification")
+    def after_boot_notification(self, **_: Any) -> None:
+        self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
     @on("Heartbeat", skip_schema_validation=True)  # empty payload, nothing to check
     def on_heartbeat(self) -> Any:
