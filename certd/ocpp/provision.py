@@ -6,7 +6,7 @@ OCPP 1.6 (security extension) and 2.0.1 / 2.1 say the same things differently:
 |----------------------|-------------------------------------------|-----------------------------------------------|
 | install one root     | InstallCertificate CentralSystemRootCertificate | InstallCertificate CSMSRootCertificate  |
 | what it holds        | GetInstalledCertificateIds (one type)     | GetInstalledCertificateIds (list of types)    |
-| store limit          | GetConfiguration CertificateStoreMaxLength | GetVariables SecurityCtrlr.CertificateEntries (MaxLimit; Actual = count) |
+| store limit          | GetConfiguration CertificateStoreMaxLength | GetVariables SecurityCtrlr.CertificateEntries (the count; the maximum is a characteristic only GetReport gives) |
 | cross-sign rule      | GetConfiguration AdditionalRootCertificateCheck | GetVariables SecurityCtrlr.AdditionalRootCertificateCheck |
 
 Installed certificates are reported as hash data, as in an OCSP CertID
@@ -300,8 +300,10 @@ class Provisioner:
     async def _facts_2x(self, charger_id: str, version: str) -> ChargerFacts:
         call = _modules(version)
         security = {"name": "SecurityCtrlr"}
+        # The store's maximum is a variable characteristic (maxLimit), which only GetReport's
+        # NotifyReport carries; GetVariables gives the count. A full store then shows up as the
+        # charger's Rejected answer to InstallCertificate.
         wanted = [
-            {"component": security, "variable": {"name": "CertificateEntries"}, "attribute_type": "MaxLimit"},
             {"component": security, "variable": {"name": "CertificateEntries"}, "attribute_type": "Actual"},
             {"component": security, "variable": {"name": "AdditionalRootCertificateCheck"},
              "attribute_type": "Actual"},
@@ -316,7 +318,6 @@ class Provisioner:
             name = str((item.get("variable") or {}).get("name"))
             found[(name, str(item.get("attribute_type") or "Actual"))] = item.get("attribute_value")
         return ChargerFacts(
-            store_max=_to_int(found.get(("CertificateEntries", "MaxLimit"))),
             store_used=_to_int(found.get(("CertificateEntries", "Actual"))),
             additional_root_check=_to_bool(found.get(("AdditionalRootCertificateCheck", "Actual"))),
         )

@@ -290,8 +290,6 @@ def make_charge_point(sim: SimCharger, ws: Any) -> Any:
                 value: str | None = None
                 if name == "CertificateEntries" and kind == "Actual":
                     value = str(len(sim.installed))
-                elif name == "CertificateEntries" and kind == "MaxLimit" and sim.behavior.store_max is not None:
-                    value = str(sim.behavior.store_max)
                 elif name == "AdditionalRootCertificateCheck" and kind == "Actual":
                     value = str(sim.behavior.additional_root_check).lower()
                 entry: dict[str, Any] = {"attribute_status": "Accepted" if value is not None else "NotSupportedAttributeType",
