@@ -51,14 +51,24 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    rollover = None
     try:
         for result in await service.start():
             ports = ",".join(map(str, service.listener(result.listener).ports))
             state = (f"{result.status} on port {ports}" if ports
                      else f"not serving yet: {result.error}")
             print(f"listener {result.listener}: {state}", flush=True)
+        if config.rollover.enabled:
+            # Chargers learn new roots before a listener serves a chain that needs them; a
+            # certificate issued by another process (`certd issue`) is found in the store.
+            from certd.ocpp.rollout import RolloverEngine
+
+            rollover = RolloverEngine(config, engine, service)
+            await rollover.start()
         tune_process_for_many_connections()
         await stop.wait()
     finally:
+        if rollover is not None:
+            await rollover.close()
         await service.close()
     return 0
