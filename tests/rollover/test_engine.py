@@ -211,3 +211,26 @@ def test_migration_matches_the_tables(db_url: str) -> None:
     with session_scope(engine) as session:
         assert session.get(RolloverCharger, "DE*BMW*E1").held_json == '["ab"]'
     engine.dispose()
+
+
+def test_forced_switch_alert_runs_the_daemon_notify_hook(tmp_path: Path) -> None:
+    """The default alert hands the forced switch to `[daemon] notify_hook` (env + JSON on stdin)."""
+    from certd.config import Config
+
+    if "daemon" not in Config.model_fields:
+        pytest.skip("this install has no [daemon] section (certd run's notify hook)")
+    from certd.ocpp.rollout import ForcedSwitch, notify_hook_alert
+    from certd.trust.rollover import Lacking
+
+    out = tmp_path / "alert.json"
+    env_out = tmp_path / "alert.env"
+    hook = f"cat > {out} && printf '%s|%s' \"$CERTD_EVENT\" \"$CERTD_LACKING\" > {env_out}"
+    config = parse_config(config_text(tmp_path, "sqlite://", f"\n[daemon]\nnotify_hook = {json.dumps(hook)}\n"))
+    event = ForcedSwitch("main", "ocpp", "fleet", 2, "deadline reached",
+                         (Lacking("GSM-1", "Rejected: no; certd bundle export fleet --format quectel"),))
+    notify_hook_alert(config)(event)
+    payload = json.loads(out.read_text())
+    assert payload["event"] == "rollover-forced" and payload["listener"] == "main"
+    assert payload["lacking"] == [{"charger_id": "GSM-1",
+                                   "reason": "Rejected: no; certd bundle export fleet --format quectel"}]
+    assert env_out.read_text() == "rollover-forced|GSM-1"
