@@ -89,6 +89,22 @@ class OcppConnection(ServerConnection):
         _shrink_tls_read_buffer(transport)
 
 
+class _RedactCredentials(logging.Filter):
+    """websockets logs every request header at DEBUG; a Basic-auth header carries the password."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str)
+                and args[0].lower() in ("authorization", "proxy-authorization")):
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+# websockets' own logger for our listeners, so `-vv` can never print a charger's password.
+ws_log = logging.getLogger("certd.ocpp.websockets")
+ws_log.addFilter(_RedactCredentials())
+
+
 def _address(connection: ServerConnection) -> str | None:
     try:
         peer = connection.remote_address
@@ -153,6 +169,7 @@ class Listener:
             write_limit=WRITE_LIMIT,
             server_header=None,
             backlog=1024,
+            logger=ws_log,
         )
 
     async def close(self) -> None:

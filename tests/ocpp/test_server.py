@@ -276,3 +276,26 @@ def test_insecure_listener_is_profile_1_with_a_warning(ca_file, world, caplog) -
                 assert _status(info) == 401
 
     run(main())
+
+
+def test_debug_logging_never_shows_the_password(ca, ca_file, world, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    async def main() -> None:
+        with caplog.at_level(logging.DEBUG):
+            async with running(make_config(ca_file), world) as service:
+                async with open_ws(service, "/ocpp/GSM-0001", ca, headers=basic("GSM-0001", PASSWORD)) as ws:
+                    async with charge_point(ws, "ocpp1.6", "GSM-0001") as cp:
+                        await cp.call(boot16())
+                with pytest.raises(InvalidStatus):
+                    async with open_ws(service, "/ocpp/GSM-0001", ca, headers=basic("GSM-0001", "not-the-password-1")):
+                        pass
+
+    run(main())
+    server_side = [r for r in caplog.records if r.name.startswith("certd")]
+    assert any("Authorization" in r.getMessage() for r in server_side)  # the header was logged...
+    token = basic("GSM-0001", PASSWORD)["Authorization"].split()[1]
+    wrong = basic("GSM-0001", "not-the-password-1")["Authorization"].split()[1]
+    for record in server_side:
+        message = record.getMessage()
+        assert PASSWORD not in message and token not in message and wrong not in message  # ...redacted
