@@ -22,7 +22,7 @@ from certd.store.chargers import Charger
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.rollover import (
-    CHARGER_CONFIRMED, GATE_BLOCKED, GATE_PENDING, RolloverCharger, RolloverGate,
+    CHARGER_CONFIRMED, GATE_PENDING, RolloverCharger, RolloverGate,
 )
 from certd.store.trust import TrustCaCertificate, TrustChainLink
 from certd.trust import TrustError

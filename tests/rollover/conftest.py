@@ -95,6 +95,7 @@ class Fleet:
         """The OCPP service and the rollover engine, wired as the daemon wires them."""
         service = OcppService(self.config, self.engine)
         await service.start()
+        self.port = service.listener(LISTENER).ports[0]  # the config may say 0 (any free port)
         rollover = RolloverEngine(self.config, self.engine, service, clock=self.clock,
                                   alert=self.alerts.append)
         await rollover.start()
@@ -182,11 +183,12 @@ def make_fleet(cf_world: SandboxWorld, pebble: PebbleServer, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> Callable[..., Fleet]:
     monkeypatch.setenv(TOKEN_ENV, cf_world.token)
 
-    def build(rollover: str = "", extra_top: str = "") -> Fleet:
+    def build(rollover: str = "", extra_top: str = "", fixed_port: bool = False) -> Fleet:
+        """`fixed_port`: the same port across certd restarts (chargers reconnect to it)."""
         anchors = tmp_path / "anchors"
         anchors.mkdir(exist_ok=True)
         roots_file = tmp_path / "trust-roots.pem"
-        port = free_port()
+        port = free_port() if fixed_port else 0
         certs = f'[[certificates]]\nname = "ocpp"\ndomains = ["{HOST}"]\n'
         text = sandbox_config_toml(cf_world, pebble, tmp_path / "state", certs,
                                    extra=fleet_toml(anchors, roots_file, port, rollover))

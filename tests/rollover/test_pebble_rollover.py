@@ -223,7 +223,7 @@ def test_deadline_forces_the_switch_with_an_alert(make_fleet, caplog) -> None:
 
 
 def test_restart_mid_rollout_resumes_without_resending(make_fleet) -> None:
-    fleet: Fleet = make_fleet()
+    fleet: Fleet = make_fleet(fixed_port=True)
     first = fleet.issue()
     sims = fleet.sims(6)
     online, later = sims[:3], sims[3:]
