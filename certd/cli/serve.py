@@ -58,13 +58,13 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
             state = (f"{result.status} on port {ports}" if ports
                      else f"not serving yet: {result.error}")
             print(f"listener {result.listener}: {state}", flush=True)
-        if config.rollover.enabled:
-            # Chargers learn new roots before a listener serves a chain that needs them; a
-            # certificate issued by another process (`certd issue`) is found in the store.
-            from certd.ocpp.rollout import RolloverEngine
+        # Chargers learn new roots before a listener serves a chain that needs them; a
+        # certificate issued by another process (`certd issue`) is found in the store. Started
+        # also when [rollover] is off: it then releases gates a previous run left in the store.
+        from certd.ocpp.rollout import RolloverEngine
 
-            rollover = RolloverEngine(config, engine, service)
-            await rollover.start()
+        rollover = RolloverEngine(config, engine, service)
+        await rollover.start()
         tune_process_for_many_connections()
         await stop.wait()
     finally:

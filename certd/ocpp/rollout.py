@@ -201,7 +201,11 @@ class RolloverEngine:
     async def start(self) -> None:
         for note in self.notes:
             log.warning("%s", note)
-        await asyncio.to_thread(self._init_store)
+        await asyncio.to_thread(self._init_store)  # releases gates of pairs no longer gated
+        if not self.specs:
+            log.info("trust rollover: no gated OCPP listener (%s)", "[rollover] enabled = false"
+                     if not self.settings.enabled else "no [[trust.bundles]] entry covers a listener")
+            return
         self.service.add_charger_hook(self._on_charger_event)
         await self.evaluate()
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="certd-rollover")

@@ -234,3 +234,44 @@ def test_forced_switch_alert_runs_the_daemon_notify_hook(tmp_path: Path) -> None
     assert payload["lacking"] == [{"charger_id": "GSM-1",
                                    "reason": "Rejected: no; certd bundle export fleet --format quectel"}]
     assert env_out.read_text() == "rollover-forced|GSM-1"
+
+
+def test_disabling_rollover_releases_a_waiting_gate(tmp_path: Path) -> None:
+    """A gate left pending in the store is released when the config turns the rollover off."""
+    root_a, root_b = pki.root("Off Root A"), pki.root("Off Root B")
+    inter_a, inter_b = pki.intermediate("Off Inter A", root_a), pki.intermediate("Off Inter B", root_b)
+    (tmp_path / "anchors").mkdir()
+    (tmp_path / "anchors" / "a.pem").write_text(root_a.pem)
+    (tmp_path / "anchors" / "b.pem").write_text(root_b.pem)
+    (tmp_path / "roots.pem").write_text(root_a.pem + root_b.pem)
+    url = f"sqlite:///{tmp_path / 'certd.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    config = parse_config(config_text(tmp_path, url))
+    first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a])
+    on_issued(config, engine, first, deliver=False)
+    registry.insert_charger(engine, "NEVER-SEEN", password_hash=None, heartbeat_class="default")
+
+    async def main() -> None:
+        service = OcppService(config, engine)
+        await service.start()
+        rollover = RolloverEngine(config, engine, service)
+        await rollover.start()
+        second = store_issued(engine, pki.leaf([HOST], inter_b), [inter_b])
+        on_issued(config, engine, second, deliver=False)
+        await rollover.on_issued("ocpp")
+        await service.reload("ocpp")
+        assert service.served("main")[0].serial == first.serial  # NEVER-SEEN lacks root B
+        await rollover.close()
+
+        off = parse_config(config_text(tmp_path, url, "enabled = false"))
+        rollover = RolloverEngine(off, engine, service)
+        await rollover.start()
+        await service.reload("ocpp")
+        assert service.served("main")[0].serial == second.serial
+        with session_scope(engine) as session:
+            assert session.get(RolloverGate, ("main", "ocpp")) is None
+        await rollover.close()
+        await service.close()
+
+    run(main())
