@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certd import lifecycle
+from certd.obtain import issue_certificate
 from certd.config import parse_config
 from certd.keys import split_pem_chain
 from certd.sandbox import PebbleServer, SandboxWorld
@@ -40,16 +40,6 @@ def _trust_pebble_roots(pebble: PebbleServer, anchors: Path) -> None:
         (anchors / f"pebble-{cert.serial_number:x}.pem").write_text(root)
 
 
-def _forget_account(engine) -> None:
-    """A restarted Pebble forgot every account; certd (today) re-registers only without a stored one."""
-    from sqlmodel import delete
-
-    from certd.store.models import AcmeAccount
-
-    with session_scope(engine) as session:
-        session.exec(delete(AcmeAccount))  # type: ignore[call-overload]
-
-
 def _cn(subject: str) -> str:
     return subject.split(",")[0].removeprefix("CN=")
 
@@ -64,17 +54,16 @@ def test_pebble_restart_new_root_gives_new_version_naming_root_and_intermediate(
     anchors = tmp_path / "anchors"
     _trust_pebble_roots(pebble, anchors)
     config, engine = _config(cf_world, pebble, tmp_path, anchors)
-    first = lifecycle.issue_and_deploy(config, engine, "ocpp").issued
+    first = issue_certificate(config, engine, "ocpp")
     r1 = on_issued(config, engine, first, deliver=False)
     assert {(c.flavour, c.seq) for c in r1.changes} == {("roots", 1), ("full", 1)}
     old_root, old_inter = _subject(pebble.roots()[0]), _subject(pebble.intermediates()[0])
 
     pebble.restart()
-    _forget_account(engine)
     new_root, new_inter = _subject(pebble.roots()[0]), _subject(pebble.intermediates()[0])
     assert new_root != old_root
     _trust_pebble_roots(pebble, anchors)
-    second = lifecycle.issue_and_deploy(config, engine, "ocpp").issued
+    second = issue_certificate(config, engine, "ocpp")
     r2 = on_issued(config, engine, second, deliver=False)
 
     full = next(c for c in r2.changes if c.flavour == "full")
@@ -118,7 +107,7 @@ def test_pebble_chain_length_puts_every_intermediate_in_full(cf_world, tmp_path,
         anchors = tmp_path / "anchors"
         _trust_pebble_roots(pebble, anchors)
         config, engine = _config(cf_world, pebble, tmp_path, anchors)
-        issued = lifecycle.issue_and_deploy(config, engine, "ocpp").issued
+        issued = issue_certificate(config, engine, "ocpp")
         result = on_issued(config, engine, issued, deliver=False)
         served = [_subject(p) for p in split_pem_chain(issued.chain_pem)]
         assert len(served) >= 2, "PEBBLE_CHAIN_LENGTH > 1 should serve several intermediates"
