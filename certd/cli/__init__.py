@@ -18,6 +18,8 @@ from certd.errors import CertdError
 COMMAND_MODULES = [
     "certd.cli.issue",
     "certd.cli.status",
+    "certd.cli.run",
+    "certd.cli.renew",
     "certd.cli.dns_cmd",
     "certd.cli.config_cmd",
     "certd.cli.db",

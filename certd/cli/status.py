@@ -1,11 +1,20 @@
-"""`certd status [--json]`: what is issued, until when, and how the last attempt went."""
+"""`certd status [--json]`: what is issued, until when, when it is looked at next, what failed.
+
+Read from the store only (no network). The renewal reason and time are the ones
+the last check recorded (ARI window or backstop); before any check they are
+computed from the certificate. A certificate in its last tenth of life whose
+renewal keeps failing is shown in red (ANSI colour only when stdout is a tty).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from certd.cli import context
+
+RED, BOLD, RESET = "\033[31m", "\033[1m", "\033[0m"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -14,43 +23,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=_status)
 
 
-def collect(config, engine) -> list[dict]:  # type: ignore[no-untyped-def]
+def _iso(moment) -> str | None:  # type: ignore[no-untyped-def]
+    return moment.isoformat() if moment is not None else None
+
+
+def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-def]
     """One row per configured certificate, from the store only (no network)."""
     from sqlmodel import select
 
-    from certd.renew import renewal_decision
+    from certd import renew as rules
     from certd.store.db import session_scope
     from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
+    from certd.store.renewal import RenewalState
     from certd.store.types import utcnow
 
-    now = utcnow()
+    now = now or utcnow()
     rows = []
     with session_scope(engine) as session:
         for cert_cfg in config.certificates:
             managed = session.get(ManagedCertificate, cert_cfg.name)
+            state = session.get(RenewalState, cert_cfg.name)
             issued = (session.get(IssuedCertificate, managed.current_id)
                       if managed and managed.current_id else None)
             attempt = session.exec(
                 select(IssuanceAttempt).where(IssuanceAttempt.name == cert_cfg.name)
                 .order_by(IssuanceAttempt.id.desc())  # type: ignore[union-attr]
             ).first()
-            decision = renewal_decision(cert_cfg, issued, now)
+            ari_at = state.ari_renew_at if state and state.ari_supported else None
+            decision = rules.renewal_decision(cert_cfg, issued, now, ari_renew_at=ari_at)
+            failures = managed.failure_count if managed else 0
+            reason, renew_at = decision.reason, decision.renew_at
+            if failures and managed and managed.renew_reason:
+                # Why the failing renewal was started (the daemon also saw the files and the chain).
+                reason = managed.renew_reason
+            critical = rules.is_critical(issued.not_before if issued else None,
+                                         issued.not_after if issued else None, now)
             rows.append({
                 "name": cert_cfg.name,
                 "domains": list(cert_cfg.domains),
                 "key_type": issued.key_type if issued else cert_cfg.key_type,
                 "serial": issued.serial if issued else None,
                 "issuer": issued.issuer if issued else None,
-                "not_after": issued.not_after.isoformat() if issued else None,
+                "not_after": _iso(issued.not_after) if issued else None,
                 "days_left": round((issued.not_after - now).total_seconds() / 86400, 1) if issued else None,
                 "renewal_due": decision.due,
-                "renewal_reason": decision.reason,
-                "renew_at": decision.renew_at.isoformat() if decision.renew_at else None,
-                "next_check": managed.next_check_at.isoformat() if managed and managed.next_check_at else None,
-                "failures": managed.failure_count if managed else 0,
-                "last_error": managed.last_error if managed else None,
+                "renewal_reason": reason,
+                "renew_at": _iso(renew_at),
+                "ari_window_start": _iso(state.ari_window_start) if state and state.ari_supported else None,
+                "ari_window_end": _iso(state.ari_window_end) if state and state.ari_supported else None,
+                "ari_checked_at": _iso(managed.ari_checked_at) if managed else None,
+                "next_check": _iso(managed.next_check_at) if managed else None,
+                "next_attempt": _iso(managed.next_attempt_at) if managed and failures else None,
+                "failures": failures,
+                "last_error": managed.last_error if managed and failures else None,
+                # Renewal keeps failing inside the last tenth of life (or with nothing issued at all).
+                "critical": bool(failures) and critical,
                 "hooks_pending": bool(managed and managed.hooks_pending),
-                "last_attempt": attempt.started_at.isoformat() if attempt else None,
+                "deploy_failures": state.deploy_failures if state else 0,
+                "last_attempt": _iso(attempt.started_at) if attempt else None,
                 "last_outcome": attempt.outcome if attempt else None,
                 "last_attempt_error": attempt.error if attempt else None,
             })
@@ -64,27 +94,45 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(render_table(rows))
+    print(render_table(rows, color=sys.stdout.isatty()))
     return 0
 
 
-def render_table(rows: list[dict]) -> str:  # type: ignore[type-arg]
-    headers = ["NAME", "DOMAINS", "KEY", "ISSUER", "NOT AFTER", "DAYS", "RENEWAL", "LAST ATTEMPT"]
+def _short(iso: str | None) -> str:
+    return "-" if not iso else iso[:16].replace("T", " ")
+
+
+def render_table(rows: list[dict], color: bool = False) -> str:  # type: ignore[type-arg]
+    headers = ["NAME", "DOMAINS", "KEY", "NOT AFTER", "DAYS", "RENEWAL", "NEXT CHECK", "FAILURES"]
     table = [headers]
     for r in rows:
         renewal = ("due now: " if r["renewal_due"] else "") + r["renewal_reason"]
         if r["renew_at"] and not r["renewal_due"]:
-            renewal += f" {r['renew_at'][:16].replace('T', ' ')}"
-        last = r["last_outcome"] or "-"
-        if r["failures"]:
-            last += f" ({r['failures']} failures in a row)"
+            renewal += f" {_short(r['renew_at'])}"
+        failures = str(r["failures"]) if r["failures"] else "-"
+        if r["hooks_pending"]:
+            failures += " (hooks pending)"
         table.append([
-            r["name"], ",".join(r["domains"]), r["key_type"], r["issuer"] or "-",
-            (r["not_after"] or "-")[:16].replace("T", " "),
-            "-" if r["days_left"] is None else f"{r['days_left']:g}", renewal, last,
+            r["name"], ",".join(r["domains"]), r["key_type"], _short(r["not_after"]),
+            "-" if r["days_left"] is None else f"{r['days_left']:g}", renewal, _short(r["next_check"]), failures,
         ])
     widths = [max(len(str(row[i])) for row in table) for i in range(len(headers))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    errors = [f"  {r['name']}: last error: {r['last_error'] or r['last_attempt_error']}"
-              for r in rows if r["last_outcome"] == "failure"]
-    return "\n".join(lines + errors)
+    lines = []
+    for index, row in enumerate(table):
+        line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+        if index == 0 and color:
+            line = BOLD + line + RESET
+        elif index > 0 and color and rows[index - 1]["critical"]:
+            line = RED + line + RESET
+        lines.append(line)
+    details = []
+    for r in rows:
+        if r["failures"]:
+            mark = "EXPIRING AND FAILING: " if r["critical"] else ""
+            text = (f"  {r['name']}: {mark}{r['failures']} failure(s) in a row; last error: {r['last_error']}; "
+                    f"next attempt {_short(r['next_attempt'])}")
+            details.append(RED + text + RESET if color and r["critical"] else text)
+        if r["ari_window_start"]:
+            details.append(f"  {r['name']}: CA's ARI window {_short(r['ari_window_start'])} – "
+                           f"{_short(r['ari_window_end'])}")
+    return "\n".join(lines + details)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from certd.config._base import Section
 from certd.config.acme import AcmeConfig
 from certd.config.certificates import CertificateConfig, TargetConfig
+from certd.config.daemon import DaemonConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
@@ -47,6 +48,7 @@ class Config(Section):
     ocpp: OcppConfig = OcppConfig()  # embedded OCPP endpoint, see certd/config/ocpp.py
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
     rollover: RolloverConfig = RolloverConfig()  # CA roots onto chargers over OCPP, see certd/config/rollover.py
+    daemon: DaemonConfig = DaemonConfig()  # `certd run` pacing + notify hook, see certd/config/daemon.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

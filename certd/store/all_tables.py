@@ -4,4 +4,5 @@ from certd.store import models  # noqa: F401
 from certd.store import hosts  # noqa: F401
 from certd.store import chargers  # noqa: F401
 from certd.store import trust  # noqa: F401
+from certd.store import renewal  # noqa: F401
 from certd.store import rollover  # noqa: F401

@@ -1,0 +1,440 @@
+"""`certd run`: the long-running service that keeps every certificate alive.
+
+Wiring only. Decisions live in certd.renew, the work on one certificate in
+certd.maintain. Here: one asyncio loop with APScheduler's AsyncIOScheduler, one
+date job per certificate at its next check (the scheduler sleeps until the
+earliest one: no polling), interval jobs for the gray-cloud DNS sync, the fleet
+registry outbox and the systemd watchdog, a bounded pool of worker threads for
+everything synchronous (acme, the Cloudflare SDK, files, hooks), the OCPP
+endpoint in the same loop, and the signals:
+
+- SIGTERM/SIGINT: in-flight orders are abandoned at their next wait (their TXT
+  records are deleted in obtain's `finally`), then the process exits 0;
+- SIGHUP: the config file is read and validated again; on any error the old
+  config stays and the log says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from certd.config import Config, load_config
+from certd.errors import CertdError, ConfigError
+from certd.maintain import CheckResult, Maintainer, ensure_rows
+from certd.sdnotify import Notifier
+from certd.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CRASHED_CHECK_RETRY = dt.timedelta(minutes=5)
+OUTBOX_INTERVAL = 60.0
+WORKER_THREADS = 24  # created lazily; checks are bounded by [daemon] concurrency, the rest is small
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """A module another feature provides, or None when this install does not have it (yet)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+
+
+def restart_only_changes(old: Config, new: Config) -> str | None:
+    """Settings a reload cannot apply (they name the store itself)."""
+    changed = [key for key in ("state_dir", "database_url") if getattr(old, key) != getattr(new, key)]
+    if changed:
+        return f"{' and '.join(changed)} changed: restart certd to use a different store"
+    return None
+
+
+class Daemon:
+    """Start with `await daemon.run()` (until a signal or `request_shutdown()`), or
+    `start()`/`stop()` around an in-process test."""
+
+    def __init__(self, config_path: Path | None, config: Config, *,
+                 clock: Callable[[], dt.datetime] = utcnow, notifier: Notifier | None = None,
+                 install_signals: bool = True, engine: sa.Engine | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.engine = engine
+        self._clock = clock
+        self._notifier = notifier or Notifier.from_env()
+        self._install_signals = install_signals
+        self._cancel = threading.Event()  # seen by orders in worker threads
+        self._stopping = False
+        self._stop_requested: asyncio.Event | None = None
+        self._changed: asyncio.Condition | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._scheduler: Any = None
+        self._maintainer: Maintainer | None = None
+        self._running: set[str] = set()
+        self._recheck: dict[str, dt.datetime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ocpp: Any = None
+        self._rollover: Any = None
+        self.results: dict[str, CheckResult] = {}
+        self.checks_done = 0
+        self.stuck_threads = False
+        self._own_engine = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self) -> int:
+        await self.start()
+        assert self._stop_requested is not None
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+        return 0
+
+    async def start(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        from certd.dns.challenges import cleanup_leftover_records
+
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._reload_lock = asyncio.Lock()
+        self._semaphore = asyncio.Semaphore(self.config.daemon.concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="certd-worker")
+        if self.engine is None:
+            self.engine = await self._in_thread(self._open_store)
+            self._own_engine = True
+        self._maintainer = Maintainer(self.config, self.engine, clock=self._clock)
+        dns = await self._in_thread(self._maintainer.dns)  # a missing token fails the start, clearly
+        await self._in_thread(cleanup_leftover_records, dns, self.engine)
+        await self._reconcile()
+        self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.timezone.utc, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._scheduler.start()
+        if self._install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.request_shutdown, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, self.request_shutdown, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        now = self._clock()
+        for cert in self.config.certificates:
+            self.schedule(cert.name, now)
+        await self._start_services(self.config)
+        if self._notifier.watchdog_interval:
+            self._scheduler.add_job(self._watchdog, "interval", seconds=self._notifier.watchdog_interval,
+                                    id="watchdog")
+        log.info("certd running: %d certificate(s), store %s", len(self.config.certificates),
+                 self.config.db_url.split("://")[0])
+        self._notifier.ready(self._status_line())
+
+    def request_shutdown(self, why: str = "shutdown requested") -> None:
+        """Stop soon: in-flight orders are abandoned cleanly, nothing new starts."""
+        if not self._stopping:
+            log.info("%s: stopping; orders in flight are abandoned and their TXT records deleted", why)
+        self._stopping = True
+        self._cancel.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._cancel.set()
+        self._notifier.stopping()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.remove_all_jobs()
+            self._scheduler.shutdown(wait=False)
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            timeout = self.config.daemon.shutdown_timeout
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            if still:
+                self.stuck_threads = True
+                log.error("%d check(s) still running after %.0fs; exiting anyway (challenge records they "
+                          "left are removed at the next start)", len(still), timeout)
+        await self._stop_services()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_engine and self.engine is not None and not self.stuck_threads:
+            self.engine.dispose()
+        log.info("certd stopped")
+
+    # -- scheduling ----------------------------------------------------------------------
+    def schedule(self, name: str, when: dt.datetime) -> None:
+        """Run the check of `name` at `when` (in the daemon's clock), replacing any earlier plan."""
+        if self._stopping or self._scheduler is None:
+            return
+        if name in self._running:
+            previous = self._recheck.get(name)
+            self._recheck[name] = when if previous is None else min(previous, when)
+            return
+        delay = max(0.0, (when - self._clock()).total_seconds())
+        run_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+        self._scheduler.add_job(self._check_job, "date", run_date=run_at, args=[name],
+                                id=f"check:{name}", name=f"check {name}", replace_existing=True)
+
+    @property
+    def ocpp(self) -> Any:
+        """The running OCPP service (None when no listener is configured or it failed to start)."""
+        return self._ocpp
+
+    async def _check_job(self, name: str) -> None:
+        if self._stopping:
+            return
+        task = asyncio.current_task()
+        assert task is not None and self._semaphore is not None
+        self._tasks.add(task)
+        self._running.add(name)
+        next_at: dt.datetime | None = None
+        try:
+            async with self._semaphore:
+                if self._stopping:
+                    return
+                maintainer = self._maintainer
+                assert maintainer is not None
+                result = await self._in_thread(maintainer.check, name, cancel=self._cancel)
+            self.results[name] = result
+            next_at = result.next_check
+            if result.deployed:
+                await self._after_deploy(name)
+        except ConfigError as exc:  # the certificate left the config while its check waited
+            log.info("%s: not checked: %s", name, exc)
+        except Exception:  # noqa: BLE001 - a bug in one check must not stop the others
+            log.exception("%s: the check crashed; trying again in %s", name, CRASHED_CHECK_RETRY)
+            next_at = self._clock() + CRASHED_CHECK_RETRY
+        finally:
+            self._running.discard(name)
+            self._tasks.discard(task)
+            again = self._recheck.pop(name, None)
+            if again is not None:
+                next_at = again if next_at is None else min(next_at, again)
+            if next_at is not None and any(c.name == name for c in self.config.certificates):
+                self.schedule(name, next_at)
+            self.checks_done += 1
+            await self._announce()
+
+    async def _announce(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+        if not self._stopping:
+            self._notifier.status(self._status_line())
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `predicate()` holds after some check finished (tests, `certd renew` helpers)."""
+        assert self._changed is not None
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def _status_line(self) -> str:
+        failing = sorted(n for n, r in self.results.items() if r.action == "failed")
+        upcoming = [r for r in self.results.values() if r.next_check]
+        text = f"{len(self.config.certificates)} certificate(s)"
+        if upcoming:
+            soonest = min(upcoming, key=lambda r: r.next_check)
+            text += f"; next check {soonest.name} at {soonest.next_check:%Y-%m-%d %H:%M} UTC"
+        if failing:
+            text += f"; failing: {', '.join(failing)}"
+        return text
+
+    # -- reload (SIGHUP) -----------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(), name="certd-reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> bool:
+        """Read the config file again; keep the old config (and say why) if it is not valid."""
+        assert self._reload_lock is not None and self.engine is not None
+        async with self._reload_lock:
+            if self._stopping or self.config_path is None:
+                return False
+            self._notifier.reloading()
+            log.info("SIGHUP: reloading %s", self.config_path)
+            try:
+                new = await self._in_thread(load_config, self.config_path)
+                problem = restart_only_changes(self.config, new)
+                if problem:
+                    raise ConfigError(f"{self.config_path}: {problem}")
+                maintainer = Maintainer(new, self.engine, clock=self._clock)
+                await self._in_thread(maintainer.dns)  # the token must still be readable
+            except CertdError as exc:
+                log.error("reload failed; still running on the previous configuration:\n%s", exc)
+                self._notifier.ready(self._status_line())
+                return False
+            old = self.config
+            self.config, self._maintainer = new, maintainer
+            if new.daemon.concurrency != old.daemon.concurrency:
+                # Checks already waiting keep the old bound; new ones get the new one.
+                self._semaphore = asyncio.Semaphore(new.daemon.concurrency)
+            await self._reconcile()
+            names = {c.name for c in new.certificates}
+            for job in list(self._scheduler.get_jobs()):
+                if job.id.startswith("check:") and job.id.removeprefix("check:") not in names:
+                    job.remove()
+            now = self._clock()
+            for name in sorted(names):
+                self.schedule(name, now)  # look at everything again under the new config
+            await self._reload_services(old, new)
+            log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
+            self._notifier.ready(self._status_line())
+            return True
+
+    async def _reconcile(self) -> None:
+        """Every configured certificate gets its rows; stored ones no longer configured are reported."""
+        assert self.engine is not None
+        orphans = await self._in_thread(ensure_rows, self.engine, [c.name for c in self.config.certificates])
+        for name in orphans:
+            log.info("%s: in the store but no longer in the config; not renewed (its files stay)", name)
+
+    # -- services run alongside renewals --------------------------------------------------
+    async def _start_services(self, config: Config) -> None:
+        await self._start_ocpp(config)
+        sync = _optional_module("certd.dns.sync")
+        if sync is not None and config.hosts:
+            interval = float(sync.sync_interval(config))
+            self._scheduler.add_job(self._dns_sync_job, "interval", seconds=interval, id="dns-sync",
+                                    replace_existing=True, next_run_time=dt.datetime.now(dt.timezone.utc))
+        if config.trust.registries and _optional_module("certd.trust.outbox") is not None:
+            self._scheduler.add_job(self._outbox_job, "interval", seconds=OUTBOX_INTERVAL, id="trust-outbox",
+                                    replace_existing=True, next_run_time=dt.datetime.now(dt.timezone.utc))
+
+    async def _stop_services(self) -> None:
+        if self._rollover is not None:
+            try:
+                await self._rollover.close()
+            except Exception:  # noqa: BLE001
+                log.exception("the trust rollover engine did not close cleanly")
+            self._rollover = None
+        if self._ocpp is not None:
+            try:
+                await self._ocpp.close()
+            except Exception:  # noqa: BLE001
+                log.exception("OCPP endpoint did not close cleanly")
+            self._ocpp = None
+
+    async def _reload_services(self, old: Config, new: Config) -> None:
+        for job_id in ("dns-sync", "trust-outbox"):
+            if self._scheduler.get_job(job_id) is not None:
+                self._scheduler.remove_job(job_id)
+        unchanged = (new.ocpp == old.ocpp and new.certificates == old.certificates
+                     and getattr(new, "rollover", None) == getattr(old, "rollover", None)
+                     and new.trust == old.trust)
+        if self._ocpp is not None and unchanged:
+            await self._reload_ocpp(None)
+        else:
+            await self._stop_services()
+            await self._start_ocpp(new)
+        # DNS sync and outbox restart with the new intervals (and run once now).
+        sync = _optional_module("certd.dns.sync")
+        if sync is not None and new.hosts:
+            self._scheduler.add_job(self._dns_sync_job, "interval", seconds=float(sync.sync_interval(new)),
+                                    id="dns-sync", next_run_time=dt.datetime.now(dt.timezone.utc))
+        if new.trust.registries and _optional_module("certd.trust.outbox") is not None:
+            self._scheduler.add_job(self._outbox_job, "interval", seconds=OUTBOX_INTERVAL, id="trust-outbox",
+                                    next_run_time=dt.datetime.now(dt.timezone.utc))
+
+    async def _start_ocpp(self, config: Config) -> None:
+        if not (config.ocpp.enabled and config.ocpp.listeners):
+            return
+        service_mod = _optional_module("certd.ocpp.service")
+        if service_mod is None:
+            log.error("[ocpp] has listeners but this install has no OCPP endpoint (certd.ocpp.service)")
+            return
+        try:
+            service = service_mod.OcppService(config, self.engine)
+            results = await service.start()
+        except Exception as exc:  # noqa: BLE001 - renewals go on even if a port is taken
+            log.error("OCPP endpoint did not start: %s", exc, exc_info=not isinstance(exc, CertdError))
+            return
+        self._ocpp = service
+        for result in results:
+            if getattr(result, "error", None):
+                log.error("OCPP listener %s not serving yet: %s", result.listener, result.error)
+        tune = getattr(service_mod, "tune_process_for_many_connections", None)
+        if tune is not None:
+            tune()
+        rollout = _optional_module("certd.ocpp.rollout")
+        rollover_cfg = getattr(config, "rollover", None)
+        if rollout is None or rollover_cfg is None or not rollover_cfg.enabled:
+            return
+        try:
+            rollover = rollout.RolloverEngine(config, self.engine, service, clock=self._clock)
+            await rollover.start()
+        except Exception as exc:  # noqa: BLE001 - the endpoint serves on without root rollover
+            log.error("the trust rollover engine did not start: %s", exc, exc_info=not isinstance(exc, CertdError))
+            return
+        self._rollover = rollover
+
+    async def _reload_ocpp(self, cert_name: str | None) -> None:
+        if self._ocpp is None:
+            return
+        try:
+            await self._ocpp.reload(cert_name)
+        except Exception:  # noqa: BLE001
+            log.exception("OCPP listeners could not reload %s", cert_name or "their certificates")
+
+    async def _after_deploy(self, name: str) -> None:
+        """A new certificate is stored and written: gates decide, then listeners re-read."""
+        if self._rollover is not None:
+            try:
+                await self._rollover.on_issued(name)
+            except Exception:  # noqa: BLE001
+                log.exception("%s: the trust rollover engine failed on the new issuance", name)
+        await self._reload_ocpp(name)
+
+    async def _dns_sync_job(self) -> None:
+        sync = _optional_module("certd.dns.sync")
+        if sync is None or self._stopping:
+            return
+        maintainer, config = self._maintainer, self.config
+        assert maintainer is not None
+        try:
+            report = await self._in_thread(sync.sync_hosts, config, self.engine, maintainer.dns(), apply=True)
+        except CertdError as exc:
+            log.error("gray-cloud DNS sync failed: %s", exc)
+            return
+        outcome = getattr(report, "outcome", None)
+        log.log(logging.WARNING if outcome == "failed" else logging.DEBUG, "gray-cloud DNS sync: %s", outcome)
+
+    async def _outbox_job(self) -> None:
+        outbox = _optional_module("certd.trust.outbox")
+        if outbox is None or self._stopping:
+            return
+        try:
+            await self._in_thread(outbox.deliver, self.config, self.engine, now=self._clock())
+        except CertdError as exc:
+            log.error("fleet registry delivery failed: %s", exc)
+
+    async def _watchdog(self) -> None:
+        # A coroutine on purpose: the ping proves the event loop itself is alive.
+        self._notifier.watchdog()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _open_store(self) -> sa.Engine:
+        from certd.store.db import make_engine, upgrade
+
+        upgrade(self.config.db_url)
+        return make_engine(self.config.db_url)
+
+    async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))

@@ -1,0 +1,447 @@
+"""Keep each configured certificate alive: look, decide (certd.renew), act, record.
+
+`Maintainer.check(name)` is what the daemon runs for a certificate when its time
+comes and what `certd renew` runs by hand:
+
+  load its state from the store → check the stored material and the files
+  consumers read → ask the CA's ARI when due → decide → renew (with RFC 9773
+  `replaces`, once more without it if the CA refuses) / redeploy the stored
+  certificate / retry failed hooks, or nothing → record the outcome and when to
+  look again.
+
+Every fact that must survive a restart (failures in a row, next attempt, the ARI
+window, pending hooks) is written to the store, so a restarted daemon never
+re-issues a valid certificate and never retries early. Synchronous (acme, the
+Cloudflare SDK, files, subprocesses): the daemon runs it in worker threads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from certd import deploy as deploy_mod
+from certd import lifecycle
+from certd import renew as rules
+from certd.acme.ari import AriClient, AriError, cert_id, replaces_rejected
+from certd.config import CertificateConfig, Config
+from certd.dns import cloudflare
+from certd.errors import CertdError, DeployError
+from certd.notify import Alert, run_notify_hook, secret_env_names
+from certd.obtain import IssuanceCancelled
+from certd.store.db import session_scope
+from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.renewal import RenewalState
+from certd.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+Action = Literal[
+    "none",            # nothing to do
+    "waiting",         # something is due but a failure backoff runs
+    "renewed",         # a new certificate was issued and deployed
+    "redeployed",      # the stored certificate was written to its targets again (+ hooks)
+    "hooks-retried",   # only the deploy hooks ran again
+    "failed",          # the renewal or redeploy failed (recorded, retried later)
+    "cancelled",       # shutdown abandoned the order (not a failure)
+    "would-renew",     # dry run
+    "would-redeploy",  # dry run
+]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    action: Action
+    reason: str
+    next_check: dt.datetime
+    renew_at: dt.datetime | None = None
+    error: str | None = None
+    issued: IssuedCertificate | None = None  # the new certificate after "renewed"
+    written: tuple[str, ...] = ()
+    hooks_ok: bool = True
+    critical: bool = False
+
+    @property
+    def deployed(self) -> bool:
+        """Consumers (listeners) should re-read their material."""
+        return self.action in ("renewed", "redeployed")
+
+
+@dataclass
+class _View:
+    """One certificate as the store and disk show it at `now`, with the decision taken on it."""
+
+    cert_cfg: CertificateConfig
+    now: dt.datetime
+    managed: ManagedCertificate
+    issued: IssuedCertificate | None
+    renewal: RenewalState
+    decision: rules.RenewalDecision
+    ari_cert_id: str | None = None
+    repair: str | None = None  # why the deployed files or hooks need another run
+    files_bad: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def critical(self) -> bool:
+        issued = self.issued
+        return rules.is_critical(issued.not_before if issued else None,
+                                 issued.not_after if issued else None, self.now)
+
+
+def ensure_rows(engine: sa.Engine, names: list[str]) -> list[str]:
+    """Create the per-certificate rows for new names; returns stored names no longer configured."""
+    with session_scope(engine) as session:
+        known = {m.name for m in session.exec(select(ManagedCertificate)).all()}
+        for name in names:
+            if name not in known:
+                session.add(ManagedCertificate(name=name))
+        have_state = {r.name for r in session.exec(select(RenewalState)).all()}
+        for name in names:
+            if name not in have_state:
+                session.add(RenewalState(name=name))
+    return sorted(known - set(names))
+
+
+class Maintainer:
+    """The I/O around certd.renew's decisions, for one loaded config."""
+
+    def __init__(self, config: Config, engine: sa.Engine, *,
+                 clock: Callable[[], dt.datetime] = utcnow,
+                 rand: Callable[[], float] = random.random,
+                 dns: cloudflare.CloudflareDNS | None = None,
+                 ari: AriClient | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self._clock = clock
+        self._rand = rand
+        self._dns = dns
+        self._dns_lock = threading.Lock()
+        self._ari = ari or AriClient(config.acme.directory_url, ca_bundle=config.acme.ca_bundle)
+        self._hide_env = secret_env_names(config)
+        self._ari_min_interval = dt.timedelta(seconds=config.daemon.ari_min_interval)
+        self._max_interval = dt.timedelta(seconds=config.daemon.max_check_interval)
+
+    # -- public --------------------------------------------------------------------------
+    def dns(self) -> cloudflare.CloudflareDNS:
+        """The Cloudflare adapter, built on first use (reads the token then)."""
+        with self._dns_lock:
+            if self._dns is None:
+                self._dns = cloudflare.from_config(self.config.cloudflare)
+            return self._dns
+
+    def check(self, name: str, *, force: bool = False, dry_run: bool = False,
+              ignore_backoff: bool = False, cancel: threading.Event | None = None) -> CheckResult:
+        """Look at one certificate and do what is due. Never raises for renewal failures:
+        they are recorded and returned (action "failed"); config errors do raise."""
+        view = self._evaluate(name, self._clock(), persist=not dry_run)
+        if force:
+            why = f" ({view.decision.reason})" if view.decision.due else ""
+            view.decision = rules.RenewalDecision(True, "renewal forced by hand" + why, view.decision.renew_at)
+        if view.decision.due:
+            if rules.in_backoff(view.managed.next_attempt_at, view.now) and not (force or ignore_backoff):
+                return self._settle(view, "waiting", persist=not dry_run)
+            if dry_run:
+                return self._result(view, "would-renew", view.decision.reason, view.now)
+            return self._renew(view, cancel)
+        if view.repair is None:
+            return self._settle(view, "none", persist=not dry_run)
+        if rules.in_backoff(view.renewal.deploy_retry_at, view.now) and not ignore_backoff:
+            return self._settle(view, "waiting", persist=not dry_run)
+        if dry_run:
+            return self._result(view, "would-redeploy", view.repair, view.now)
+        return self._redeploy(view)
+
+    # -- looking -------------------------------------------------------------------------
+    def _load(self, name: str) -> tuple[ManagedCertificate, IssuedCertificate | None, RenewalState]:
+        with session_scope(self.engine) as session:
+            managed = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
+            issued = session.get(IssuedCertificate, managed.current_id) if managed.current_id else None
+            renewal = session.get(RenewalState, name) or RenewalState(name=name)
+            session.expunge_all()
+        return managed, issued, renewal
+
+    def _evaluate(self, name: str, now: dt.datetime, *, persist: bool) -> _View:
+        cert_cfg = self.config.certificate(name)
+        managed, issued, renewal = self._load(name)
+        problem = None
+        if issued is not None:
+            problem = rules.stored_material_problem(issued.cert_pem, issued.chain_pem, issued.key_pem, now)
+        view = _View(cert_cfg, now, managed, issued, renewal, rules.RenewalDecision(True, "", None))
+        ari_renew_at = self._ari_time(view, persist=persist)
+        view.decision = rules.renewal_decision(cert_cfg, issued, now, ari_renew_at=ari_renew_at,
+                                               material_problem=problem)
+        if issued is not None and not view.decision.due:
+            view.repair = self._repair_reason(view)
+        return view
+
+    def _repair_reason(self, view: _View) -> str | None:
+        """Why the current certificate must be written out again or its hooks re-run."""
+        issued = view.issued
+        assert issued is not None
+        if view.managed.deployed_id != issued.id:
+            view.files_bad = True
+            return "the current certificate is not deployed yet"
+        expected = expected_files(view.cert_cfg, issued, self.config.state_dir)
+        problems = rules.deployed_file_problems(expected, read_files(expected))
+        if problems:
+            view.files_bad = True
+            return "; ".join(problems)
+        if view.managed.hooks_pending:
+            return "deploy hooks failed last time"
+        return None
+
+    def _ari_time(self, view: _View, *, persist: bool) -> dt.datetime | None:
+        """The renewal time the CA suggests (asking it when due), or None to use the backstop."""
+        issued, state, now = view.issued, view.renewal, view.now
+        if issued is None or now >= issued.not_after or issued.directory_url != self.config.acme.directory_url:
+            return None
+        try:
+            current = cert_id(issued.cert_pem)
+        except (AriError, ValueError):
+            return None
+        view.ari_cert_id = current
+        if not rules.ari_check_due(now, current_cert_id=current, checked_cert_id=state.ari_cert_id,
+                                   next_check_at=state.ari_next_check_at):
+            return state.ari_renew_at if state.ari_supported else None
+        same_cert = state.ari_cert_id == current
+        old_pick = state.ari_renew_at if same_cert else None
+        try:
+            info = self._ari.fetch(issued.cert_pem, now)
+        except CertdError as exc:  # AriError and friends: the backstop covers until it answers
+            log.warning("%s: ARI check failed (%s); the backstop applies until it works", view.cert_cfg.name, exc)
+            if not same_cert:
+                state.ari_supported, state.ari_window_start, state.ari_window_end = None, None, None
+                state.ari_renew_at = None
+            state.ari_cert_id = current
+            state.ari_error = str(exc)
+            state.ari_next_check_at = rules.next_ari_check(now, None, self._ari_min_interval)
+        else:
+            previous = (rules.AriWindow(state.ari_window_start, state.ari_window_end)
+                        if same_cert and state.ari_window_start and state.ari_window_end else None)
+            state.ari_cert_id, state.ari_error = current, None
+            if info is None:
+                state.ari_supported = False
+                state.ari_window_start = state.ari_window_end = state.ari_renew_at = None
+                state.ari_next_check_at = rules.next_ari_check(now, None, self._ari_min_interval)
+            else:
+                state.ari_supported = True
+                state.ari_renew_at = rules.ari_renewal_time(
+                    info.window, self._rand(), previous_window=previous,
+                    previous_pick=state.ari_renew_at if same_cert else None)
+                state.ari_window_start, state.ari_window_end = info.window.start, info.window.end
+                state.ari_next_check_at = rules.next_ari_check(now, info.retry_after, self._ari_min_interval)
+                if state.ari_renew_at != old_pick:
+                    log.info("%s: the CA suggests renewing between %s and %s; picked %s", view.cert_cfg.name,
+                             _fmt(info.window.start), _fmt(info.window.end), _fmt(state.ari_renew_at))
+        if persist:
+            self._save_renewal(state)
+            self._update_managed(view.cert_cfg.name, ari_checked_at=now)
+        return state.ari_renew_at if state.ari_supported else None
+
+    # -- acting --------------------------------------------------------------------------
+    def _replaces(self, view: _View) -> str | None:
+        issued = view.issued
+        if (issued is None or not view.renewal.ari_supported or view.ari_cert_id is None
+                or not rules.names_overlap(issued.domains, list(view.cert_cfg.domains))):
+            return None
+        return view.ari_cert_id
+
+    def _renew(self, view: _View, cancel: threading.Event | None) -> CheckResult:
+        name = view.cert_cfg.name
+        replaces = self._replaces(view)
+        log.info("%s: renewing: %s%s", name, view.decision.reason,
+                 f" (replaces {replaces})" if replaces else "")
+        try:
+            try:
+                result = lifecycle.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
+                                                    replaces=replaces, cancel=cancel)
+            except CertdError as exc:
+                if replaces is None or not replaces_rejected(exc):
+                    raise
+                log.warning("%s: the CA refused the order as a replacement of %s (%s); ordering again "
+                            "without `replaces`", name, replaces, exc)
+                result = lifecycle.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
+                                                    replaces=None, cancel=cancel)
+        except (IssuanceCancelled, KeyboardInterrupt):
+            log.warning("%s: order abandoned for shutdown; it is tried again at the next start", name)
+            return self._result(view, "cancelled", "shutdown during the order", view.now)
+        except DeployError as exc:
+            # Issued and stored, but not written out: redeploy later, never re-issue.
+            return self._deploy_failed(view, str(exc), "failed")
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried with backoff
+            return self._renewal_failed(view, exc)
+        issued = result.issued
+        hook_error = None if result.deploy.hooks_ok else _hook_errors(result.deploy.hooks)
+        if hook_error is None:
+            self._update_renewal(name, deploy_failures=0, deploy_retry_at=None)
+        else:
+            self._deploy_failed(view, hook_error, "renewed", record_only=True)
+        if view.renewal.alarm_raised:
+            self._update_renewal(name, alarm_raised=False)
+            self._notify(Alert("renewal-recovered", name, tuple(view.cert_cfg.domains), issued.not_after,
+                               0, None, None))
+        after = self._evaluate(name, self._clock(), persist=True)
+        settled = self._settle(after, "renewed")
+        return CheckResult(name, "renewed", view.decision.reason, settled.next_check, settled.renew_at,
+                           hook_error, issued, tuple(result.deploy.written), result.deploy.hooks_ok, False)
+
+    def _redeploy(self, view: _View) -> CheckResult:
+        issued = view.issued
+        assert issued is not None and view.repair is not None
+        name = view.cert_cfg.name
+        log.info("%s: %s; %s", name, view.repair,
+                 "writing the stored certificate again" if view.files_bad else "running the deploy hooks again")
+        try:
+            if view.files_bad:
+                deployed = lifecycle.deploy_issued(self.config, self.engine, issued)
+                hooks, written, action = deployed.hooks, tuple(deployed.written), "redeployed"
+            else:
+                hooks = deploy_mod.run_hooks(view.cert_cfg, self.config.state_dir, self._hide_env)
+                lifecycle.record_deploy(self.engine, name, issued.id, all(h.ok for h in hooks))
+                written, action = (), "hooks-retried"
+        except DeployError as exc:
+            return self._deploy_failed(view, str(exc), "failed")
+        hooks_ok = all(h.ok for h in hooks)
+        if not hooks_ok:
+            return self._deploy_failed(view, _hook_errors(hooks), action, written=written)
+        self._update_renewal(name, deploy_failures=0, deploy_retry_at=None)
+        settled = self._settle(self._evaluate(name, self._clock(), persist=True), action)
+        return CheckResult(name, action, view.repair, settled.next_check, settled.renew_at,  # type: ignore[arg-type]
+                           written=written)
+
+    # -- recording -----------------------------------------------------------------------
+    def _renewal_failed(self, view: _View, exc: BaseException) -> CheckResult:
+        from certd.acme.order import RateLimited
+
+        name = view.cert_cfg.name
+        message = str(exc) if isinstance(exc, CertdError) else f"{type(exc).__name__}: {exc}"
+        now = self._clock()
+        failures = view.managed.failure_count + 1
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        next_attempt = rules.next_attempt_time(now, failures, jitter=2 * self._rand() - 1,
+                                               retry_after=retry_after,
+                                               rate_limited=isinstance(exc, RateLimited))
+        critical = view.critical
+        self._update_managed(name, failure_count=failures, last_error=message, next_attempt_at=next_attempt)
+        self._update_renewal(name, last_failure_at=now, alarm_raised=view.renewal.alarm_raised or critical)
+        where = f"next attempt {_fmt(next_attempt)}"
+        if critical:
+            life = ("no certificate to serve" if view.issued is None else
+                    f"the served certificate expires {_fmt(view.issued.not_after)}")
+            log.error("%s: renewal failed (%d in a row) and %s: %s; %s", name, failures, life, message, where,
+                      exc_info=not isinstance(exc, CertdError))
+            self._notify(Alert("renewal-failing", name, tuple(view.cert_cfg.domains),
+                               view.issued.not_after if view.issued else None, failures, message, next_attempt))
+        else:
+            log.warning("%s: renewal failed (%d in a row): %s; %s", name, failures, message, where,
+                        exc_info=not isinstance(exc, CertdError))
+        settled = self._settle(self._evaluate(name, self._clock(), persist=True), "failed")
+        return CheckResult(name, "failed", view.decision.reason, settled.next_check, settled.renew_at,
+                           message, critical=critical)
+
+    def _deploy_failed(self, view: _View, message: str, action: Action, *, record_only: bool = False,
+                       written: tuple[str, ...] = ()) -> CheckResult:
+        name = view.cert_cfg.name
+        now = self._clock()
+        _, _, renewal = self._load(name)
+        failures = renewal.deploy_failures + 1
+        retry_at = rules.next_attempt_time(now, failures, jitter=2 * self._rand() - 1)
+        self._update_renewal(name, deploy_failures=failures, deploy_retry_at=retry_at, last_failure_at=now)
+        log.error("%s: deploy failed (%d in a row): %s; retried %s without re-issuing",
+                  name, failures, message, _fmt(retry_at))
+        if record_only:
+            return self._result(view, action, message, now)
+        settled = self._settle(self._evaluate(name, self._clock(), persist=True), action)
+        return CheckResult(name, "failed" if action == "failed" else action, view.repair or message,
+                           settled.next_check, settled.renew_at, message, written=written, hooks_ok=False)
+
+    def _settle(self, view: _View, action: Action, *, persist: bool = True) -> CheckResult:
+        """Work out when to look again and record it with the current reason."""
+        pending = view.renewal.deploy_retry_at if view.repair else None
+        next_check = rules.next_check_time(
+            view.now, view.decision, max_interval=self._max_interval,
+            not_after=view.issued.not_after if view.issued else None,
+            next_attempt_at=view.managed.next_attempt_at if view.decision.due else None,
+            ari_next_check_at=view.renewal.ari_next_check_at if view.renewal.ari_cert_id else None,
+            pending_retry_at=pending,
+        )
+        if persist:
+            self._update_managed(view.cert_cfg.name, next_check_at=next_check,
+                                 renew_reason=view.decision.reason, renew_at=view.decision.renew_at)
+        reason = view.repair if (action == "waiting" and not view.decision.due and view.repair) \
+            else view.decision.reason
+        log.debug("%s: %s (%s); next check %s", view.cert_cfg.name, action, reason, _fmt(next_check))
+        return self._result(view, action, reason, next_check, error=view.managed.last_error)
+
+    @staticmethod
+    def _result(view: _View, action: Action, reason: str, next_check: dt.datetime,
+                error: str | None = None) -> CheckResult:
+        return CheckResult(view.cert_cfg.name, action, reason, next_check, view.decision.renew_at, error,
+                           critical=view.critical)
+
+    def _update_managed(self, name: str, **fields: object) -> None:
+        with session_scope(self.engine) as session:
+            row = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            session.add(row)
+
+    def _update_renewal(self, name: str, **fields: object) -> None:
+        with session_scope(self.engine) as session:
+            row = session.get(RenewalState, name) or RenewalState(name=name)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            session.add(row)
+
+    def _save_renewal(self, state: RenewalState) -> None:
+        ari_fields = ("ari_cert_id", "ari_supported", "ari_window_start", "ari_window_end",
+                      "ari_renew_at", "ari_next_check_at", "ari_error")
+        self._update_renewal(state.name, **{f: getattr(state, f) for f in ari_fields})
+
+    def _notify(self, alert: Alert) -> None:
+        daemon_cfg = self.config.daemon
+        run_notify_hook(daemon_cfg.notify_hook, alert, now=self._clock(), timeout=daemon_cfg.notify_timeout,
+                        hide_env=self._hide_env)
+
+
+def expected_files(cert_cfg: CertificateConfig, issued: IssuedCertificate, state_dir: str) -> dict[str, bytes]:
+    """Path → the bytes the current certificate puts there (certd's live copy and every target)."""
+    content = deploy_mod.material(issued)
+    expected: dict[str, bytes] = {}
+    for target in [deploy_mod.live_target(state_dir, cert_cfg.name), *cert_cfg.targets]:
+        for kind, path in target.paths().items():
+            expected[path] = content[kind]
+    return expected
+
+
+def read_files(paths: dict[str, bytes]) -> dict[str, rules.FileContent]:
+    found: dict[str, rules.FileContent] = {}
+    for path in paths:
+        try:
+            found[path] = Path(path).read_bytes()
+        except FileNotFoundError:
+            found[path] = None
+        except OSError as exc:
+            found[path] = exc
+    return found
+
+
+def _hook_errors(hooks: list[deploy_mod.HookResult]) -> str:
+    return "; ".join(f"hook {h.command!r} failed: {h.detail}" for h in hooks if not h.ok)
+
+
+def _fmt(moment: dt.datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

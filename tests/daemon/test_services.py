@@ -1,0 +1,81 @@
+"""What `certd run` runs next to renewals: the OCPP endpoint (reloaded after a renewal) and the
+gray-cloud DNS sync, in the daemon's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+
+from certd.sandbox.certd_config import toml_str
+
+from tests.daemon.conftest import MovableClock, cert_toml, run, running_daemon
+
+OCPP_AND_HOSTS = """
+[dns_records]
+interval = 300
+
+[[hosts]]
+name = "nas.example.com"
+address = "192.168.1.50"
+
+[ocpp]
+reload_check_interval = 0     # no periodic look: only the daemon's reload after a renewal swaps
+trust_roots = [{roots}]       # Pebble's root of this run (a private CA for the material check)
+
+[[ocpp.listeners]]
+name = "wallbox"
+host = "local.example.com"
+bind = ["127.0.0.1"]
+port = 0
+certificates = ["web"]
+"""
+
+
+def _served_serial(port: int) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="local.example.com") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_ocpp_listener_serves_each_renewal_and_dns_records_are_synced(make_setup, pebble_factory,
+                                                                      tmp_path: Path) -> None:
+    pebble = pebble_factory(validity_seconds=3600)
+    roots = tmp_path / "pebble-roots.pem"
+    roots.write_text("".join(pebble.roots()))
+    setup = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble,
+                       extra=OCPP_AND_HOSTS.format(roots=toml_str(roots)))
+    clock = MovableClock()
+
+    async def scenario() -> None:
+        async with running_daemon(setup, clock) as daemon:
+            assert await daemon.wait_for(lambda: "web" in daemon.results, 60)
+            listener = daemon.ocpp.listener("wallbox")
+            assert listener.ports, "the listener opened once the first certificate was deployed"
+            port = listener.ports[0]
+            first = setup.current("web")
+            assert await asyncio.to_thread(_served_serial, port) == int(first.serial, 16)
+
+            clock.advance(dt.timedelta(minutes=31))
+            done = daemon.checks_done
+            daemon.schedule("web", clock())
+            assert await daemon.wait_for(lambda: daemon.checks_done > done, 60)
+            assert daemon.results["web"].action == "renewed"
+            second = setup.current("web")
+            assert second.serial != first.serial
+            assert await asyncio.to_thread(_served_serial, port) == int(second.serial, 16)
+
+            records = [r for r in setup.world.emulator.records() if r["type"] == "A"]
+            assert [(r["name"], r["content"], r["proxied"]) for r in records] == [
+                ("nas.example.com", "192.168.1.50", False)]
+
+    run(scenario())
