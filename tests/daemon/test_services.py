@@ -79,3 +79,53 @@ def test_ocpp_listener_serves_each_renewal_and_dns_records_are_synced(make_setup
                 ("nas.example.com", "192.168.1.50", False)]
 
     run(scenario())
+
+
+def test_fleet_registry_deliveries_are_retried_by_the_daemon(make_setup, pebble_factory, tmp_path: Path,
+                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.trust.registry_server import RegistryServer
+
+    pebble = pebble_factory(validity_seconds=3600)
+    anchors = tmp_path / "pebble-roots.pem"
+    anchors.write_text("".join(pebble.roots()))
+    secret = tmp_path / "registry.hmac"
+    secret.write_text("registry-test-secret")
+    secret.chmod(0o600)
+    monkeypatch.setenv("CERTD_TEST_REGISTRY_AUTH", "Bearer daemon-test")
+    clock = MovableClock()
+
+    with RegistryServer("registry-test-secret", auth="Bearer daemon-test") as server:
+        server.state.fail_statuses = [503]  # down when the first bundle version is pushed
+        trust = f"""
+[trust.anchor_sets]
+pebble = {toml_str(anchors)}
+
+[[trust.bundles]]
+name = "fleet"
+certificates = ["web"]
+anchors = "pebble"
+flavours = ["roots"]
+
+[[trust.registries]]
+name = "fleetreg"
+url = {toml_str(server.url)}
+hmac_secret_file = {toml_str(secret)}
+auth_env = "CERTD_TEST_REGISTRY_AUTH"
+"""
+        setup = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble, extra=trust)
+
+        async def scenario() -> None:
+            async with running_daemon(setup, clock) as daemon:
+                assert await daemon.wait_for(lambda: "web" in daemon.results, 60)
+                assert [s.status for s in server.state.seen] == [503] and not server.state.accepted
+                # SIGHUP (or the outbox job's next round) sends what is due; the registry is back.
+                clock.advance(dt.timedelta(minutes=5))
+                assert await daemon.reload()
+                delay, waited = 0.02, 0.0
+                while not server.state.accepted and waited < 15:  # short growing intervals
+                    await asyncio.sleep(delay)
+                    waited, delay = waited + delay, min(delay * 1.5, 0.5)
+                assert len(server.state.accepted) == 1
+                assert [s.status for s in server.state.seen] == [503, 200]
+
+        run(scenario())
