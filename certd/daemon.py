@@ -19,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import importlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -43,17 +41,8 @@ T = TypeVar("T")
 
 CRASHED_CHECK_RETRY = dt.timedelta(minutes=5)
 OUTBOX_INTERVAL = 60.0
+BUNDLE_REFRESH_INTERVAL = 24 * 3600.0  # drops CA certificates that expired from fleet bundles
 WORKER_THREADS = 24  # created lazily; checks are bounded by [daemon] concurrency, the rest is small
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    """A module another feature provides, or None when this install does not have it (yet)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
 
 
 def restart_only_changes(old: Config, new: Config) -> str | None:
@@ -308,14 +297,23 @@ class Daemon:
     # -- services run alongside renewals --------------------------------------------------
     async def _start_services(self, config: Config) -> None:
         await self._start_ocpp(config)
-        sync = _optional_module("certd.dns.sync")
-        if sync is not None and config.hosts:
-            interval = float(sync.sync_interval(config))
-            self._scheduler.add_job(self._dns_sync_job, "interval", seconds=interval, id="dns-sync",
-                                    replace_existing=True, next_run_time=dt.datetime.now(dt.timezone.utc))
-        if config.trust.registries and _optional_module("certd.trust.outbox") is not None:
-            self._scheduler.add_job(self._outbox_job, "interval", seconds=OUTBOX_INTERVAL, id="trust-outbox",
-                                    replace_existing=True, next_run_time=dt.datetime.now(dt.timezone.utc))
+        await self._schedule_periodic_jobs(config)
+
+    async def _schedule_periodic_jobs(self, config: Config) -> None:
+        """Gray-cloud DNS sync, registry outbox, bundle refresh: each runs once now, then on its interval."""
+        from certd.dns.sync import sync_interval, sync_wanted
+
+        now = dt.datetime.now(dt.timezone.utc)
+        jobs: list[tuple[str, Callable[[], Any], float]] = []
+        if await self._in_thread(sync_wanted, config, self.engine):
+            jobs.append(("dns-sync", self._dns_sync_job, float(sync_interval(config))))
+        if config.trust.registries:
+            jobs.append(("trust-outbox", self._outbox_job, OUTBOX_INTERVAL))
+        if config.trust.bundles:
+            jobs.append(("trust-refresh", self._bundle_refresh_job, BUNDLE_REFRESH_INTERVAL))
+        for job_id, job, interval in jobs:
+            self._scheduler.add_job(job, "interval", seconds=interval, id=job_id,
+                                    replace_existing=True, next_run_time=now)
 
     async def _stop_services(self) -> None:
         if self._rollover is not None:
@@ -332,52 +330,39 @@ class Daemon:
             self._ocpp = None
 
     async def _reload_services(self, old: Config, new: Config) -> None:
-        for job_id in ("dns-sync", "trust-outbox"):
+        for job_id in ("dns-sync", "trust-outbox", "trust-refresh"):
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)
         unchanged = (new.ocpp == old.ocpp and new.certificates == old.certificates
-                     and getattr(new, "rollover", None) == getattr(old, "rollover", None)
-                     and new.trust == old.trust)
+                     and new.rollover == old.rollover and new.trust == old.trust)
         if self._ocpp is not None and unchanged:
             await self._reload_ocpp(None)
         else:
             await self._stop_services()
             await self._start_ocpp(new)
-        # DNS sync and outbox restart with the new intervals (and run once now).
-        sync = _optional_module("certd.dns.sync")
-        if sync is not None and new.hosts:
-            self._scheduler.add_job(self._dns_sync_job, "interval", seconds=float(sync.sync_interval(new)),
-                                    id="dns-sync", next_run_time=dt.datetime.now(dt.timezone.utc))
-        if new.trust.registries and _optional_module("certd.trust.outbox") is not None:
-            self._scheduler.add_job(self._outbox_job, "interval", seconds=OUTBOX_INTERVAL, id="trust-outbox",
-                                    next_run_time=dt.datetime.now(dt.timezone.utc))
+        await self._schedule_periodic_jobs(new)
 
     async def _start_ocpp(self, config: Config) -> None:
         if not (config.ocpp.enabled and config.ocpp.listeners):
             return
-        service_mod = _optional_module("certd.ocpp.service")
-        if service_mod is None:
-            log.error("[ocpp] has listeners but this install has no OCPP endpoint (certd.ocpp.service)")
-            return
+        # Imported here: an install without listeners never pays for websockets and ocpp.
+        from certd.ocpp.rollout import RolloverEngine
+        from certd.ocpp.service import OcppService, tune_process_for_many_connections
+
         try:
-            service = service_mod.OcppService(config, self.engine)
+            service = OcppService(config, self.engine)
             results = await service.start()
         except Exception as exc:  # noqa: BLE001 - renewals go on even if a port is taken
             log.error("OCPP endpoint did not start: %s", exc, exc_info=not isinstance(exc, CertdError))
             return
         self._ocpp = service
         for result in results:
-            if getattr(result, "error", None):
+            if result.error:
                 log.error("OCPP listener %s not serving yet: %s", result.listener, result.error)
-        tune = getattr(service_mod, "tune_process_for_many_connections", None)
-        if tune is not None:
-            tune()
-        rollout = _optional_module("certd.ocpp.rollout")
-        rollover_cfg = getattr(config, "rollover", None)
-        if rollout is None or rollover_cfg is None or not rollover_cfg.enabled:
-            return
+        tune_process_for_many_connections()
         try:
-            rollover = rollout.RolloverEngine(config, self.engine, service, clock=self._clock)
+            # Started even with [rollover] off: it then releases gates a previous run left in the store.
+            rollover = RolloverEngine(config, self.engine, service, clock=self._clock)
             await rollover.start()
         except Exception as exc:  # noqa: BLE001 - the endpoint serves on without root rollover
             log.error("the trust rollover engine did not start: %s", exc, exc_info=not isinstance(exc, CertdError))
@@ -402,27 +387,43 @@ class Daemon:
         await self._reload_ocpp(name)
 
     async def _dns_sync_job(self) -> None:
-        sync = _optional_module("certd.dns.sync")
-        if sync is None or self._stopping:
+        from certd.dns.sync import sync_hosts
+
+        if self._stopping:
             return
         maintainer, config = self._maintainer, self.config
         assert maintainer is not None
         try:
-            report = await self._in_thread(sync.sync_hosts, config, self.engine, maintainer.dns(), apply=True)
+            report = await self._in_thread(sync_hosts, config, self.engine, maintainer.dns(), apply=True)
         except CertdError as exc:
             log.error("gray-cloud DNS sync failed: %s", exc)
             return
-        outcome = getattr(report, "outcome", None)
-        log.log(logging.WARNING if outcome == "failed" else logging.DEBUG, "gray-cloud DNS sync: %s", outcome)
+        log.log(logging.WARNING if report.outcome == "failed" else logging.DEBUG,
+                "gray-cloud DNS sync: %s", report.outcome)
 
     async def _outbox_job(self) -> None:
-        outbox = _optional_module("certd.trust.outbox")
-        if outbox is None or self._stopping:
+        from certd.trust.outbox import deliver
+
+        if self._stopping:
             return
         try:
-            await self._in_thread(outbox.deliver, self.config, self.engine, now=self._clock())
+            await self._in_thread(deliver, self.config, self.engine, now=self._clock())
         except CertdError as exc:
             log.error("fleet registry delivery failed: %s", exc)
+
+    async def _bundle_refresh_job(self) -> None:
+        from certd.trust.track import refresh_bundles
+
+        if self._stopping:
+            return
+        try:
+            result = await self._in_thread(refresh_bundles, self.config, self.engine, now=self._clock(),
+                                           reason="daily refresh")
+        except CertdError as exc:
+            log.error("fleet CA bundle refresh failed: %s", exc)
+            return
+        for warning in result.warnings:
+            log.warning("fleet CA bundles: %s", warning)
 
     async def _watchdog(self) -> None:
         # A coroutine on purpose: the ping proves the event loop itself is alive.

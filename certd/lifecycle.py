@@ -54,7 +54,7 @@ def record_deploy(engine: sa.Engine, name: str, issued_id: int | None, hooks_ok:
 def deploy_issued(config: Config, engine: sa.Engine, issued: IssuedCertificate) -> deploy_mod.DeployResult:
     cert_cfg = config.certificate(issued.name)
     result = deploy_mod.deploy(cert_cfg, issued, config.state_dir,
-                               hide_env=config.cloudflare.secret_env_names())
+                               hide_env=config.secret_env_names())
     record_deploy(engine, issued.name, issued.id, result.hooks_ok)
     return result
 

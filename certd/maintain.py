@@ -36,7 +36,7 @@ from certd.acme.ari import AriClient, AriError, cert_id, replaces_rejected
 from certd.config import CertificateConfig, Config
 from certd.dns import cloudflare
 from certd.errors import CertdError, DeployError
-from certd.notify import Alert, run_notify_hook, secret_env_names
+from certd.notify import Alert, run_notify_hook
 from certd.obtain import IssuanceCancelled
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
@@ -128,7 +128,7 @@ class Maintainer:
         self._dns = dns
         self._dns_lock = threading.Lock()
         self._ari = ari or AriClient(config.acme.directory_url, ca_bundle=config.acme.ca_bundle)
-        self._hide_env = secret_env_names(config)
+        self._hide_env = config.secret_env_names()
         self._ari_min_interval = dt.timedelta(seconds=config.daemon.ari_min_interval)
         self._max_interval = dt.timedelta(seconds=config.daemon.max_check_interval)
 

@@ -19,10 +19,7 @@ import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from certd.config import Config
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +72,6 @@ class Alert:
             "CERTD_NEXT_ATTEMPT": self.next_attempt.isoformat() if self.next_attempt else "",
             "CERTD_MESSAGE": self.message(now),
         }
-
-
-def secret_env_names(config: "Config") -> tuple[str, ...]:
-    """Every env var the config names as holding a secret: none of them reaches a hook."""
-    names: set[str] = set(config.cloudflare.secret_env_names())
-    if config.acme.eab and config.acme.eab.hmac_key_env:
-        names.add(config.acme.eab.hmac_key_env)
-    for registry in getattr(config.trust, "registries", ()):
-        for attr in ("auth_env", "hmac_secret_env"):
-            value = getattr(registry, attr, None)
-            if value:
-                names.add(value)
-    return tuple(sorted(names))
 
 
 def run_notify_hook(command: str | None, alert: Alert, *, now: dt.datetime, timeout: float,

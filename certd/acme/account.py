@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import select
 
 from certd import __version__
+from certd.acme.order import RetryAfterAwareNetwork
 from certd.config import Config
 from certd.errors import IssuanceError
 from certd.keys import key_to_pem, load_key
@@ -40,7 +41,7 @@ def _jwk(key_pem: str) -> jose.JWK:
 
 def _network(config: Config, jwk: jose.JWK) -> acme_client.ClientNetwork:
     alg = jose.ES256 if isinstance(jwk, jose.JWKEC) else jose.RS256
-    net = acme_client.ClientNetwork(jwk, alg=alg, user_agent=USER_AGENT)
+    net = RetryAfterAwareNetwork(jwk, alg=alg, user_agent=USER_AGENT)
     if config.acme.ca_bundle:
         # ClientNetwork passes verify_ssl to requests, which accepts a CA bundle path there.
         net.verify_ssl = config.acme.ca_bundle  # type: ignore[assignment]

@@ -167,19 +167,10 @@ class AriClient:
 def replaces_rejected(exc: BaseException) -> bool:
     """Did the CA refuse the order because of its `replaces` field (retry without it)?
 
-    `certd.acme.order` maps problem documents mentioning the replacement to
-    `ReplacesRejected`. A 409 (RFC 9773 `alreadyReplaced`) never gets that far:
-    `acme` raises `ConflictError` on any 409 before reading the body, and the
-    order module wraps it in a plain IssuanceError whose context still holds it.
+    `certd.acme.order` maps both forms to `ReplacesRejected`: problem documents
+    naming the replacement, and the bare 409 (RFC 9773 `alreadyReplaced`) that
+    `acme` raises as ConflictError before reading the body.
     """
-    from acme import errors as acme_errors
-    from acme import messages
-
     from certd.acme.order import ReplacesRejected
 
-    if isinstance(exc, ReplacesRejected):
-        return True
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, acme_errors.ConflictError):
-        return True
-    return isinstance(cause, messages.Error) and cause.code == "alreadyReplaced"
+    return isinstance(exc, ReplacesRejected)

@@ -35,6 +35,33 @@ class RateLimited(IssuanceError):
         self.retry_after = retry_after
 
 
+class RateLimitedResponse(Exception):
+    """A `rateLimited` problem with the Retry-After the `acme` library would drop."""
+
+    def __init__(self, problem: messages.Error, retry_after: dt.datetime | None) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+        self.retry_after = retry_after
+
+
+class RetryAfterAwareNetwork(acme_client.ClientNetwork):
+    """ClientNetwork that keeps Retry-After on rateLimited problems (RFC 8555 §6.6)."""
+
+    @classmethod
+    def _check_response(cls, response: requests.Response,
+                        content_type: str | None = None) -> requests.Response:
+        try:
+            return super()._check_response(response, content_type=content_type)
+        except messages.Error as problem:
+            if problem.code != "rateLimited":
+                raise
+            retry_after = None
+            if "Retry-After" in response.headers:
+                local = acme_client.ClientV2.retry_after(response, 0)  # naive local time
+                retry_after = dt.datetime.now(dt.timezone.utc) + (local - dt.datetime.now())
+            raise RateLimitedResponse(problem, retry_after) from problem
+
+
 class AccountGone(IssuanceError):
     """The CA no longer knows the stored account (reset test CA, deactivated account)."""
 
@@ -113,8 +140,17 @@ class AcmeOrder:
             pending = self._solve(orderr, present, wait_visible)
             self._wait_authorizations(pending, deadline)
             return self._finalize(orderr, deadline, profile)
+        except RateLimitedResponse as exc:
+            raise RateLimited(f"the CA rate-limited this order: {_problem_message(exc.problem)}",
+                              exc.retry_after) from None
         except messages.Error as exc:
             raise self._translate(exc, replaces) from None
+        except acme_errors.ConflictError:
+            # acme raises ConflictError on any 409 before reading the body; during a
+            # `replaces` order that is RFC 9773's alreadyReplaced.
+            if replaces:
+                raise ReplacesRejected("the CA answered 409: the certificate was already replaced") from None
+            raise IssuanceError("the CA answered 409 Conflict to the order") from None
         except acme_errors.Error as exc:
             raise IssuanceError(f"ACME order failed: {exc}") from None
         except requests.RequestException as exc:

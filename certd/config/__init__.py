@@ -62,6 +62,15 @@ class Config(Section):
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.state_dir) / 'certd.db'}"
 
+    def secret_env_names(self) -> tuple[str, ...]:
+        """Every env var this config names as holding a secret: none of them reaches a hook."""
+        names = set(self.cloudflare.secret_env_names())
+        if self.acme.eab and self.acme.eab.hmac_key_env:
+            names.add(self.acme.eab.hmac_key_env)
+        for registry in self.trust.registries:
+            names.update(n for n in (registry.auth_env, registry.hmac_secret_env) if n)
+        return tuple(sorted(names))
+
     def certificate(self, name: str) -> CertificateConfig:
         for cert in self.certificates:
             if cert.name == name:

@@ -347,3 +347,16 @@ def managed_status(config: "Config", engine: "sa.Engine") -> list[ManagedRecordS
         )
         for r in rows
     ]
+
+
+def sync_wanted(config: "Config", engine: "sa.Engine") -> bool:
+    """Hosts are configured, or records certd still owns may need deleting after their removal."""
+    if config.hosts:
+        return True
+    from sqlmodel import select
+
+    from certd.store.db import session_scope
+    from certd.store.hosts import ManagedDnsRecord
+
+    with session_scope(engine) as session:
+        return session.exec(select(ManagedDnsRecord.id).limit(1)).first() is not None

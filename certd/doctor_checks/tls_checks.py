@@ -7,12 +7,16 @@ import datetime as dt
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certd.doctor_checks import FAIL, PASS, WARN, Check
 from certd.doctor_checks.names import cert_matches, describe_names
+
+if TYPE_CHECKING:
+    from certd.trust.chains import AnchorSet
 
 GSM_CIPHERS = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-GCM-SHA384"
 EXPIRY_WARN_DAYS = 7
@@ -116,7 +120,7 @@ def evaluate_gsm(hs: Handshake) -> Check:
                  "(certd's listener: tls profile \"gsm\")")
 
 
-def evaluate_chain(hs: Handshake, anchors: "AnchorSet") -> Check:  # noqa: F821
+def evaluate_chain(hs: Handshake, anchors: AnchorSet) -> Check:
     from certd.trust import UnanchoredChainError
     from certd.trust.certs import from_x509
     from certd.trust.chains import build_path

@@ -154,11 +154,11 @@ def notify_hook_alert(config: Config) -> Alert:
         if not command:
             return
         try:
-            from certd.notify import run_notify_hook, secret_env_names
+            from certd.notify import run_notify_hook
         except ImportError:  # an install without the daemon's notify module
             return
         run_notify_hook(command, event, now=utcnow(), timeout=float(getattr(daemon, "notify_timeout", 30.0)),  # type: ignore[arg-type]
-                        hide_env=secret_env_names(config))
+                        hide_env=config.secret_env_names())
     return alert
 
 

@@ -154,8 +154,10 @@ def test_rate_limited_order_waits_for_the_ca(make_setup, pebble_factory, ari_pro
             assert result.action == "failed" and "rate-limited" in (result.error or "")
             managed = setup.managed("web")
             assert managed.failure_count == 1
-            # The first backoff step is 1 min; a rate limit must wait far longer.
-            assert managed.next_attempt_at - clock() >= RATE_LIMIT_FALLBACK - dt.timedelta(seconds=5)
+            # The first backoff step is 1 min; a rate limit waits for the CA's Retry-After (2 h here).
+            retry_after = dt.timedelta(seconds=int(proxy.rate_limit_retry_after))
+            assert retry_after > RATE_LIMIT_FALLBACK
+            assert managed.next_attempt_at - clock() >= retry_after - dt.timedelta(seconds=5)
             assert result.next_check <= managed.next_attempt_at
             # Looking again before then (files, ARI) orders nothing.
             done = daemon.checks_done

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certd.config import parse_config
-from certd.notify import Alert, run_notify_hook, secret_env_names
+from certd.notify import Alert, run_notify_hook
 from certd.sdnotify import Notifier
 
 NOW = dt.datetime(2027, 5, 1, 8, 0, tzinfo=dt.timezone.utc)
@@ -79,7 +79,7 @@ hmac_key_env = "EAB_HMAC"
 api_token_env = "CF_TOKEN"
 zone_token_env = "CF_ZONE"
 """)
-    assert {"CF_TOKEN", "CF_ZONE", "EAB_HMAC"} <= set(secret_env_names(config))
+    assert {"CF_TOKEN", "CF_ZONE", "EAB_HMAC"} <= set(config.secret_env_names())
 
 
 def test_daemon_config_validation_names_the_key() -> None:

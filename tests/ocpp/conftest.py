@@ -11,8 +11,7 @@ import asyncio
 import base64
 import contextlib
 import ssl
-import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
