@@ -129,3 +129,35 @@ auth_env = "CERTD_TEST_REGISTRY_AUTH"
                 assert [s.status for s in server.state.seen] == [503, 200]
 
         run(scenario())
+
+
+def test_records_of_hosts_removed_from_config_are_deleted_by_the_daemon(make_setup, pebble_factory) -> None:
+    """The sync keeps running while certd still owns records, so removing the last host cleans up."""
+    pebble = pebble_factory()
+    hosts = '[[hosts]]\nname = "nas.example.com"\naddress = "192.168.1.50"\n'
+    with_host = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble, extra=hosts)
+
+    def a_records(setup) -> list[str]:  # type: ignore[no-untyped-def]
+        return [r["name"] for r in setup.world.emulator.records() if r["type"] == "A"]
+
+    async def first_run() -> None:
+        async with running_daemon(with_host) as daemon:
+            assert await daemon.wait_for(lambda: "web" in daemon.results, 60)
+            for _ in range(100):
+                if a_records(with_host):
+                    break
+                await asyncio.sleep(0.05)
+    run(first_run())
+    assert a_records(with_host) == ["nas.example.com"]
+
+    without_host = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble)
+    assert not without_host.config.hosts
+
+    async def second_run() -> None:
+        async with running_daemon(without_host):
+            for _ in range(100):
+                if not a_records(without_host):
+                    break
+                await asyncio.sleep(0.05)
+    run(second_run())
+    assert a_records(without_host) == []
