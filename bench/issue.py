@@ -18,17 +18,14 @@ import time
 from pathlib import Path
 
 from certd.sandbox import SandboxWorld
-from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml
+from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml
 
 N = 20
 
 
-def certificates(count: int) -> str:
-    return "".join(
-        f'[[certificates]]\nname = "c{i}"\ndomains = ["host{i}.example.com"]\n'
-        f'[[certificates.targets]]\nfullchain = "{{dir}}/c{i}/fullchain.pem"\nprivkey = "{{dir}}/c{i}/privkey.pem"\n\n'
-        for i in range(count + 1)
-    )
+def certificates(count: int, out: Path) -> str:
+    return "".join(certificate_toml(f"c{i}", [f"host{i}.example.com"], target_dir=out / f"c{i}",
+                                    kinds=("fullchain", "privkey")) for i in range(count + 1))
 
 
 def run(config: Path, env: dict[str, str], *args: str) -> tuple[float, int, str]:
@@ -50,7 +47,7 @@ def main() -> None:
         assert world.pebble is not None
         config = work / "certd.toml"
         config.write_text(sandbox_config_toml(world, world.pebble, work / "state",
-                                              certificates(N).replace("{dir}", str(work / "out"))))
+                                              certificates(N, work / "out")))
         env = dict(os.environ, **{TOKEN_ENV: world.token})
         # Warm-up: account registration and DB creation happen once per installation.
         subprocess.run([sys.executable, "-m", "certd", "--config", str(config), "db", "upgrade"],

@@ -28,9 +28,7 @@ def track_chain(config: Config, engine: sa.Engine, issued: IssuedCertificate) ->
     """Record the chain, update fleet CA bundles, queue registry deliveries (certd/trust/)."""
     from certd.trust.track import on_issued
 
-    result = on_issued(config, engine, issued)
-    for warning in result.warnings:
-        log.warning("%s: %s", issued.name, warning)
+    on_issued(config, engine, issued)  # logs its own warnings
 
 
 POST_ISSUANCE_STEPS: list[PostIssuanceStep] = [track_chain]

@@ -25,24 +25,24 @@ def _demo(args: argparse.Namespace) -> int:
     from certd.dns.cloudflare import from_config
     from certd.dns.challenges import cleanup_leftover_records
     from certd.sandbox import SandboxWorld
-    from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
+    from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml, toml_str
     from certd.store.db import make_engine, upgrade
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="certd-demo-")).resolve()
     base.mkdir(parents=True, exist_ok=True)
     domains = args.domain or ["local.example.com", "*.example.com"]
     target = base / "ssl"
-    certificates = (
-        '[[certificates]]\nname = "demo"\n'
-        f"domains = [{', '.join(toml_str(d) for d in domains)}]\n"
-        f"targets = [{{ fullchain = {toml_str(target / 'fullchain.pem')}, "
-        f"privkey = {toml_str(target / 'privkey.pem')} }}]\n"
-    )
+    certificates = certificate_toml("demo", domains, target_dir=target, kinds=("fullchain", "privkey"))
     print("starting Cloudflare API emulator, authoritative DNS server and Pebble on 127.0.0.1 ...")
     with SandboxWorld(with_pebble=True) as world:
         assert world.pebble is not None
         config_path = base / "certd.toml"
-        config_path.write_text(sandbox_config_toml(world, world.pebble, base / "state", certificates))
+        roots = base / "pebble-roots.pem"  # Pebble makes a new root at every start
+        roots.write_text("".join(world.pebble.roots()))
+        fleet = (f"[trust.anchor_sets]\ndefault = {toml_str(roots)}\n\n"
+                 '[[trust.bundles]]\nname = "demo"\ncertificates = ["demo"]\n')
+        config_path.write_text(sandbox_config_toml(world, world.pebble, base / "state", certificates,
+                                                   extra=fleet))
         os.environ[TOKEN_ENV] = world.token
         config = load_config(config_path)
         upgrade(config.db_url)
@@ -58,6 +58,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"issued by {result.issued.issuer} after a real DNS-01 validation; files:")
         for path in result.deploy.written:
             print(f"  {path}")
+        print(f"fleet CA bundle: certd --config {config_path} bundle show demo")
         remaining = [r for r in world.emulator.records() if r["type"] == "TXT"]
         print(f"challenge TXT records left in the zone: {len(remaining)}")
         print(f"config used: {config_path}")

@@ -43,3 +43,19 @@ propagation_timeout = 20
 
 {certificates}
 """
+
+
+def certificate_toml(name: str, domains: list[str], *, target_dir: str | Path | None = None,
+                     kinds: tuple[str, ...] = ("fullchain", "privkey", "cert", "chain"),
+                     hooks: tuple[str, ...] | list[str] = (), extra: str = "") -> str:
+    """One `[[certificates]]` table; with `target_dir`, one target writing `kinds` as KIND.pem there."""
+    lines = ["[[certificates]]", f"name = {toml_str(name)}",
+             "domains = [" + ", ".join(toml_str(d) for d in domains) + "]"]
+    if hooks:
+        lines.append("deploy_hooks = [" + ", ".join(toml_str(h) for h in hooks) + "]")
+    if extra:
+        lines.append(extra)
+    if target_dir is not None:
+        lines.append("[[certificates.targets]]")
+        lines += [f"{kind} = {toml_str(Path(target_dir) / f'{kind}.pem')}" for kind in kinds]
+    return "\n".join(lines) + "\n"

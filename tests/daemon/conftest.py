@@ -23,7 +23,7 @@ from sqlmodel import select
 from certd.config import Config, parse_config
 from certd.daemon import Daemon
 from certd.sandbox import PebbleNotFoundError, PebbleServer, SandboxWorld, find_pebble
-from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
+from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml, toml_str
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
 from certd.store.renewal import RenewalState
@@ -49,16 +49,9 @@ class MovableClock:
 
 def cert_toml(name: str, domains: list[str], *, target_dir: Path | None = None, hooks: list[str] = (),
               extra: str = "") -> str:
-    lines = ["[[certificates]]", f"name = {toml_str(name)}",
-             "domains = [" + ", ".join(toml_str(d) for d in domains) + "]"]
-    if target_dir is not None:
-        lines.append(f"targets = [{{ fullchain = {toml_str(target_dir / 'fullchain.pem')}, "
-                     f"privkey = {toml_str(target_dir / 'privkey.pem')} }}]")
-    if hooks:
-        lines.append("deploy_hooks = [" + ", ".join(toml_str(h) for h in hooks) + "]")
-    if extra:
-        lines.append(extra)
-    return "\n".join(lines) + "\n"
+    """fullchain + privkey in `target_dir`, as most consumers read them."""
+    return certificate_toml(name, domains, target_dir=target_dir, kinds=("fullchain", "privkey"),
+                            hooks=hooks, extra=extra)
 
 
 @dataclass

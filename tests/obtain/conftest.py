@@ -14,20 +14,13 @@ import sqlalchemy as sa
 
 from certd.config import Config, parse_config
 from certd.sandbox import PebbleServer, SandboxWorld
-from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
+from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml, toml_str
 from certd.store.db import make_engine, upgrade
 
 
 def cert_toml(name: str, domains: list[str], target_dir: Path | None = None, extra: str = "") -> str:
-    lines = ["[[certificates]]", f'name = "{name}"',
-             "domains = [" + ", ".join(f'"{d}"' for d in domains) + "]"]
-    if target_dir is not None:
-        lines.append(f"targets = [{{ fullchain = {toml_str(target_dir / 'fullchain.pem')}, "
-                     f"privkey = {toml_str(target_dir / 'privkey.pem')}, "
-                     f"cert = {toml_str(target_dir / 'cert.pem')}, chain = {toml_str(target_dir / 'chain.pem')} }}]")
-    if extra:
-        lines.append(extra)
-    return "\n".join(lines) + "\n"
+    """All four files in `target_dir` (the obtain tests check each of them)."""
+    return certificate_toml(name, domains, target_dir=target_dir, extra=extra)
 
 
 @dataclass
