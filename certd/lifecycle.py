@@ -26,6 +26,9 @@ PostIssuanceStep = Callable[[Config, sa.Engine, IssuedCertificate], None]
 
 def track_chain(config: Config, engine: sa.Engine, issued: IssuedCertificate) -> None:
     """Record the chain, update fleet CA bundles, queue registry deliveries (certd/trust/)."""
+    if not config.trust.bundles:
+        # Nothing to distribute; a bundle configured later records past chains when it is built.
+        return
     from certd.trust.track import on_issued
 
     on_issued(config, engine, issued)  # logs its own warnings

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,8 +91,14 @@ class CloudflareDNS:
             if zone_token else self._client
         )
         self._max_write_attempts = max_retries + 1
+        # The SDK imports its zones and DNS resources (~0.2 s of pydantic models) on first use;
+        # load them now in the background, while the caller talks to the ACME server.
+        threading.Thread(target=self._load_sdk_resources, name="cloudflare-sdk-import", daemon=True).start()
         self._sleep = sleep
         self._zones: list[Zone] | None = None
+
+    def _load_sdk_resources(self) -> None:
+        _ = self._zone_client.zones, self._client.dns.records, self._writer.dns.records
 
     # -- zones ---------------------------------------------------------------
     def zones(self) -> list[Zone]:
