@@ -6,7 +6,8 @@
 
 What runs
 - a server process: certd's OcppService (the code `certd serve` runs, with the
-  same GC tuning), SQLite store, a test CA's RSA-2048 + ECDSA certificates, the
+  same GC tuning and event loop: uvloop if installed, `--loop asyncio` to
+  compare), SQLite store, a test CA's RSA-2048 + ECDSA certificates, the
   `gsm` TLS profile by default; every charger registered with its own password
   (argon2id), so each new connection pays the full Basic-auth check;
 - several client processes (the load generator, on the same 2 cores): each
@@ -141,10 +142,25 @@ paths = ["/ocpp/{{id}}"]
 # --------------------------------------------------------------------------- server process
 
 
+def rsa_signatures_per_cpu_second(seconds: float = 0.5) -> float:
+    """This machine's speed right now (shared hosts vary run to run): RSA-2048 signatures per
+    CPU-second, the core of a gsm TLS handshake. Compare runs by it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    count, started = 0, time.process_time()
+    while time.process_time() - started < seconds:
+        key.sign(b"certd", padding.PKCS1v15(), hashes.SHA256())
+        count += 1
+    return count / (time.process_time() - started)
+
+
 def server_child(config_path: str) -> int:
     """Runs OcppService like `certd serve`; answers 'stats' / 'quit' on stdin."""
     import logging
 
+    from certd import eventloop
     from certd.cli import context
     from certd.config import load_config
     from certd.ocpp.service import OcppService, tune_process_for_many_connections
@@ -176,6 +192,7 @@ def server_child(config_path: str) -> int:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(do_reload()))
         await service.start()
         tune_process_for_many_connections()
+        speed = rsa_signatures_per_cpu_second()
         gc.callbacks.append(on_gc)
         port = service.listener("bench").ports[0]
         print(f"READY {port}", flush=True)
@@ -190,10 +207,12 @@ def server_child(config_path: str) -> int:
                         rss_kib = int(status_line.split()[1])
                 print(json.dumps({
                     "cpu": time.process_time(), "loop_cpu": time.thread_time(), "rss_kib": rss_kib,
+                    "sys_cpu": os.times().system,
                     "connected": len(service.connected_chargers()),
                     "gc_pauses": len(gc_pauses), "gc_max": max(gc_pauses, default=0.0),
                     "gc_total": sum(gc_pauses),
                     "served": [s.serial for s in service.served("bench")],
+                    "loop": type(loop).__module__.split(".")[0], "rsa_per_s": speed,
                     "reloads": reloads,
                 }), flush=True)
                 gc_pauses.clear()
@@ -206,10 +225,10 @@ def server_child(config_path: str) -> int:
         import cProfile
 
         profiler = cProfile.Profile(time.thread_time)  # CPU of the loop thread, not wall time
-        profiler.runcall(asyncio.run, run())
+        profiler.runcall(eventloop.run, run())
         profiler.dump_stats(profile_out)
     else:
-        asyncio.run(run())
+        eventloop.run(run())  # the loop `certd serve` runs on (CERTD_EVENT_LOOP; uvloop if installed)
     return 0
 
 
@@ -322,10 +341,11 @@ async def _client(spec: dict) -> dict:
 
 
 class Server:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, loop: str | None) -> None:
+        env = dict(os.environ, CERTD_EVENT_LOOP=loop) if loop else None
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--server-child", str(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
         )
         line = self.process.stdout.readline()
         if not line.startswith("READY "):
@@ -365,7 +385,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"setting up {args.chargers} chargers (+{fresh_count} fresh) in {workdir} ...", flush=True)
     config, ca, url = prepare_world(workdir, args.chargers + fresh_count, args.auth, args.profile,
                                     args.db_url)
-    server = Server(config)
+    server = Server(config, args.loop)
     try:
         base = server.stats()
         t0 = time.time() + 2.0
@@ -405,9 +425,11 @@ def run(args: argparse.Namespace) -> None:
         after_steady = server.stats()
 
         engine = make_engine(url)
-        new_leaf = ca.issue([HOST], "rsa")
+        # The certificate fresh clients get: RSA under gsm, ECDSA under modern (TLS 1.3 clients).
+        renewed, key_type = ("bench-rsa", "rsa") if args.profile == "gsm" else ("bench-ec", "ec")
+        new_leaf = ca.issue([HOST], key_type)
         sleep_until(reload_at)
-        store_current(engine, "bench-rsa", new_leaf)
+        store_current(engine, renewed, new_leaf)
         server.process.send_signal(signal.SIGHUP)
         sleep_until(end_at)
         after_reload = server.stats()
@@ -444,6 +466,7 @@ def run(args: argparse.Namespace) -> None:
     per_conn_raw = ramp_cpu / max(1, args.chargers)
     per_conn = (ramp_cpu - ramp_heartbeats * per_heartbeat) / max(1, args.chargers)
     loop_share = (after_ramp["loop_cpu"] - before_ramp["loop_cpu"]) / ramp_cpu if ramp_cpu else 0.0
+    sys_share = (after_ramp["sys_cpu"] - before_ramp["sys_cpu"]) / ramp_cpu if ramp_cpu else 0.0
     rss_per_conn = (at_steady["rss_kib"] - base["rss_kib"]) / max(1, at_steady["connected"])
     fresh_serials: dict[str, int] = {}
     for r in results:
@@ -452,6 +475,7 @@ def run(args: argparse.Namespace) -> None:
     reload_info = after_reload["reloads"]
     gc_max = max(s["gc_max"] for s in (after_ramp, at_steady, after_steady, after_reload))
     gc_steady = after_steady["gc_max"]
+    gc_ramp = after_ramp["gc_total"] / max(1, args.chargers)
 
     def ms(seconds: float) -> str:
         return f"{seconds * 1000:.1f} ms"
@@ -465,6 +489,7 @@ def run(args: argparse.Namespace) -> None:
         ("server CPU per new connection", f"{per_conn * 1000:.2f} ms "
          f"(raw {per_conn_raw * 1000:.2f} ms incl. ramp heartbeats)", "<= 1 ms"),
         ("  of which on the event-loop thread", f"{loop_share * 100:.0f} %", ""),
+        ("  of which in the kernel (system time)", f"{sys_share * 100:.0f} %", ""),
         ("server CPU per heartbeat", f"{per_heartbeat * 1e6:.0f} us", ""),
         ("server RSS per connection", f"{rss_per_conn:.1f} KiB", "<= 100 KiB"),
         ("heartbeat RTT p50 (all connected)", ms(percentile(steady, 50)), ""),
@@ -472,10 +497,11 @@ def run(args: argparse.Namespace) -> None:
         ("heartbeat RTT max (all connected)", ms(max(steady, default=float("nan"))), ""),
         ("heartbeat RTT p99 during ramp", ms(percentile(ramp_rtt, 99)), ""),
         ("server GC: longest pause (steady / whole run)", f"{ms(gc_steady)} / {ms(gc_max)}", ""),
+        ("server GC time in the ramp, per new connection", f"{gc_ramp * 1000:.2f} ms", ""),
         ("reload: server reload time", ", ".join(f"{r['seconds'] * 1000:.0f} ms {r['status']}" for r in reload_info) or "none", ""),
         ("reload: fresh connections ok / failed", f"{total('fresh_ok')} / {total('failed_reload')}", f"{fresh_count} / 0"),
         ("reload: fresh connections per serial", ", ".join(f"{s[:8]}..: {c}" for s, c in fresh_serials.items()), "old, then new"),
-        ("reload: new serial served", "yes" if after_reload["served"] == [f"{new_leaf.serial}"] else f"NO {after_reload['served']}", "yes"),
+        ("reload: new serial served", "yes" if f"{new_leaf.serial}" in after_reload["served"] else f"NO {after_reload['served']}", "yes"),
         ("dropped connections (whole run / around reload)", f"{total('drops')} / {total('drops_reload')}", "0 / 0"),
     ]
     reasons: dict[str, int] = {}
@@ -487,7 +513,8 @@ def run(args: argparse.Namespace) -> None:
     print()
     print(f"certd OCPP endpoint, {args.chargers} chargers, profile {args.profile}, auth {args.auth}, "
           f"{args.clients} client processes, heartbeat every {args.heartbeat:.0f} s, "
-          f"{os.cpu_count()} CPUs (load generator included)")
+          f"server loop {base['loop']}, {os.cpu_count()} CPUs (load generator included), "
+          f"machine speed {base['rsa_per_s']:.0f} RSA-2048 signatures per CPU-second")
     print(f"{'metric'.ljust(width)}  {'measured'.ljust(vwidth)}  target")
     for name, value, target in rows:
         print(f"{name.ljust(width)}  {value.ljust(vwidth)}  {target}")
@@ -509,6 +536,8 @@ def main() -> int:
     parser.add_argument("--auth", choices=["password", "none"], default="password",
                         help="none: unknown_chargers=accept, no password check (isolates TLS cost)")
     parser.add_argument("--db-url", help="store URL (default: SQLite in a temp dir)")
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
+                        help="server event loop (default: CERTD_EVENT_LOOP, else uvloop if installed)")
     parser.add_argument("--server-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.server_child:

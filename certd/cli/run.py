@@ -18,10 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace) -> int:
-    import asyncio
     import os
     import sys
 
+    from certd import eventloop
     from certd.config import resolve_config_path
     from certd.daemon import Daemon
 
@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         # The ocpp library logs every frame at INFO: too much for thousands of chargers.
         logging.getLogger("certd.ocpp.protocol").setLevel(logging.WARNING)
     daemon = Daemon(resolve_config_path(args.config), config)
-    code = asyncio.run(daemon.run())
+    code = eventloop.run(daemon.run())  # uvloop when installed (cheaper TLS for the OCPP endpoint)
     if daemon.stuck_threads:
         # A worker thread is stuck in a blocking call; the interpreter would wait for it
         # forever at exit. Everything to clean up later is recorded in the store.

@@ -17,9 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
+    from certd import eventloop
     from certd.errors import CertdError
 
     config = context.load(args)
@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         # The ocpp library logs every frame at INFO: too much for thousands of chargers.
         logging.getLogger("certd.ocpp.protocol").setLevel(logging.WARNING)
     engine = context.open_store(config)
-    return asyncio.run(_run(config, engine))
+    return eventloop.run(_run(config, engine))  # uvloop when installed: cheaper TLS per charger
 
 
 async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]

@@ -61,14 +61,17 @@ def _record(row: Charger) -> ChargerRecord:
     )
 
 
+_CHARGERS = Charger.__table__  # type: ignore[attr-defined]
+# Built once: constructing the statement cost as much as running it.
+_LOOKUP = sa.select(_CHARGERS.c.charger_id, _CHARGERS.c.enabled, _CHARGERS.c.registration,
+                    _CHARGERS.c.password_hash, _CHARGERS.c.heartbeat_class
+                    ).where(_CHARGERS.c.charger_id == sa.bindparam("charger_id"))
+
+
 def lookup(engine: sa.Engine, charger_id: str) -> ChargerRecord | None:
     """One indexed read per connection attempt (Core, not the ORM: it runs 200 times a second)."""
-    table = Charger.__table__  # type: ignore[attr-defined]
-    query = sa.select(table.c.charger_id, table.c.enabled, table.c.registration,
-                      table.c.password_hash, table.c.heartbeat_class
-                      ).where(table.c.charger_id == charger_id)
     with engine.connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(_LOOKUP, {"charger_id": charger_id}).first()
     return ChargerRecord(*row) if row else None
 
 

@@ -205,7 +205,7 @@ class Listener:
                                 {"Retry-After": str(max(1, int(wait + 0.999)))})
 
         password = auth.parse_basic_auth(request.headers.get("Authorization"), charger_id)
-        record = await asyncio.to_thread(registry.lookup, shared.engine, charger_id)
+        record, checked = await asyncio.to_thread(self._lookup_and_check, charger_id, password)
         verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
 
         if isinstance(verdict, admission.Register):
@@ -216,7 +216,7 @@ class Listener:
 
         if isinstance(verdict, admission.CheckPassword):
             assert password is not None
-            if not await self._password_ok(charger_id, verdict.password_hash, password):
+            if not await self._password_ok(charger_id, verdict.password_hash, password, checked):
                 verdict = admission.Refuse("wrong password")
         elif isinstance(verdict, admission.Admit) and verdict.store_offered_password:
             assert password is not None and record is not None
@@ -236,11 +236,30 @@ class Listener:
         connection.admitted = Admitted(charger_id, record, address)
         return None
 
-    async def _password_ok(self, charger_id: str, password_hash: str, password: str) -> bool:
+    def _lookup_and_check(self, charger_id: str, password: str | None
+                          ) -> tuple[ChargerRecord | None, tuple[str, bool] | None]:
+        """Registry read and, when the verdict will need it, the argon2 check: one worker-thread
+        trip instead of two (each trip costs a new connection about 0.1 ms of CPU).
+
+        Returns the record and (hash checked, result), or None when nothing was checked. Runs in
+        a worker thread; `credentials.matches` only reads (a charger verified before skips argon2).
+        """
+        record = registry.lookup(self.shared.engine, charger_id)
+        verdict = admission.decide(record, self.shared.ocpp.unknown_chargers, password is not None)
+        if (not isinstance(verdict, admission.CheckPassword) or password is None
+                or self.shared.credentials.matches(charger_id, verdict.password_hash, password)):
+            return record, None
+        return record, (verdict.password_hash, auth.verify_password(verdict.password_hash, password))
+
+    async def _password_ok(self, charger_id: str, password_hash: str, password: str,
+                           checked: tuple[str, bool] | None = None) -> bool:
         credentials = self.shared.credentials
         if credentials.matches(charger_id, password_hash, password):
             return True
-        ok = await asyncio.to_thread(auth.verify_password, password_hash, password)
+        if checked is not None and checked[0] == password_hash:
+            ok = checked[1]
+        else:
+            ok = await asyncio.to_thread(auth.verify_password, password_hash, password)
         if ok:
             credentials.remember(charger_id, password_hash, password)
             if auth.needs_rehash(password_hash):

@@ -73,7 +73,10 @@ def tune_process_for_many_connections() -> None:
     - asyncio allocates a 256 KiB TLS read buffer per connection; OCPP frames
       are small, so new TLS connections get one TLS record's worth instead
       (listeners also trim each buffer after its handshake when this is not
-      called, but by then the large buffer has fragmented the heap);
+      called, but by then the large buffer has fragmented the heap). uvloop
+      (certd.eventloop's choice when installed) mallocs its 256 KiB buffer
+      without touching it, so only the pages a read fills become resident:
+      this setting does not apply there and is not needed;
     - the garbage collector: what startup allocated is frozen out of its sight
       and young collections run less often, so a full collection over the
       objects of thousands of connections does not land in heartbeat latency.

@@ -19,6 +19,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from certd import eventloop
 from certd.config import Config
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, upgrade
@@ -119,11 +120,15 @@ def peer_serial(ws: ClientConnection) -> str:
 
 
 def run(coro):  # type: ignore[no-untyped-def]
-    """Run one test coroutine with a bound (a hung handshake fails the test, not CI)."""
+    """Run one test coroutine with a bound (a hung handshake fails the test, not CI).
+
+    On the loop `certd serve` uses (uvloop when installed; CERTD_EVENT_LOOP=asyncio
+    runs the suite on asyncio's own loop).
+    """
     async def bounded():  # type: ignore[no-untyped-def]
         async with asyncio.timeout(60):
             return await coro
-    return asyncio.run(bounded())
+    return eventloop.run(bounded())
 
 
 @contextlib.asynccontextmanager

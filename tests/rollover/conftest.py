@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography import x509
 
-from certd import lifecycle
+from certd import eventloop, lifecycle
 from certd.config import Config, parse_config
 from certd.ocpp import registry
 from certd.ocpp.rollout import ForcedSwitch, RolloverEngine
@@ -57,7 +57,7 @@ def run(coro: Any, limit: float = 90) -> Any:
     async def bounded() -> Any:
         async with asyncio.timeout(limit):
             return await coro
-    return asyncio.run(bounded())
+    return eventloop.run(bounded())  # the loop `certd serve` uses (CERTD_EVENT_LOOP=asyncio: asyncio)
 
 
 @dataclass
