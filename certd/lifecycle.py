@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from certd import deploy as deploy_mod
 from certd.config import Config
 from certd.dns import cloudflare
+from certd.keys import PrivateKey
 from certd.obtain import issue_certificate
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
@@ -63,9 +65,9 @@ def deploy_issued(config: Config, engine: sa.Engine, issued: IssuedCertificate) 
 def issue_and_deploy(
     config: Config, engine: sa.Engine, name: str, *,
     dns: cloudflare.CloudflareDNS | None = None, replaces: str | None = None,
-    cancel: threading.Event | None = None,
+    cancel: threading.Event | None = None, key: Future[PrivateKey] | None = None,
 ) -> RenewalResult:
-    issued = issue_certificate(config, engine, name, dns=dns, replaces=replaces, cancel=cancel)
+    issued = issue_certificate(config, engine, name, dns=dns, replaces=replaces, cancel=cancel, key=key)
     result = deploy_issued(config, engine, issued)
     for step in POST_ISSUANCE_STEPS:
         try:

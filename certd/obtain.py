@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -27,7 +27,9 @@ from certd.dns import cloudflare
 from certd.dns.challenges import Dns01Records
 from certd.dns.propagation import authoritative_servers, wait_for_txt
 from certd.errors import CertdError, IssuanceError
-from certd.keys import cert_info, fingerprint, generate_key, key_to_pem, make_csr, split_pem_chain
+from certd.keys import (
+    PrivateKey, cert_info, fingerprint, generate_key, key_to_pem, make_csr, split_pem_chain,
+)
 from certd.store.db import session_scope
 from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
 from certd.store.types import utcnow
@@ -109,9 +111,12 @@ def _store_issued(engine: sa.Engine, config: Config, cert_cfg: CertificateConfig
 def issue_certificate(
     config: Config, engine: sa.Engine, name: str, *,
     dns: cloudflare.CloudflareDNS | None = None, replaces: str | None = None,
-    cancel: threading.Event | None = None,
+    cancel: threading.Event | None = None, key: Future[PrivateKey] | None = None,
 ) -> IssuedCertificate:
-    """Run one order for `name` and store the result; TXT records are removed whatever happens."""
+    """Run one order for `name` and store the result; TXT records are removed whatever happens.
+
+    `key` is a key generated ahead (of the configured type) by a caller that had time to spare.
+    """
     cert_cfg = config.certificate(name)
     dns = dns or cloudflare.from_config(config.cloudflare)
     sleep = _cancellable_sleep(cancel)
@@ -132,10 +137,10 @@ def issue_certificate(
     try:
         # RSA key generation releases the GIL: overlap it with the account/directory round trips.
         with ThreadPoolExecutor(max_workers=1) as keygen:
-            key_future = keygen.submit(generate_key, cert_cfg.key_type)
+            key_future = key or keygen.submit(generate_key, cert_cfg.key_type)
             client = acme_client_for(config, engine)
-            key = key_future.result()
-        csr = make_csr(key, cert_cfg.domains)
+            private_key = key_future.result()
+        csr = make_csr(private_key, cert_cfg.domains)
 
         def run_order(client: ClientV2) -> OrderOutcome:
             return AcmeOrder(client, timeout=config.acme.order_timeout, sleep=sleep).run(
@@ -152,7 +157,7 @@ def issue_certificate(
         preferred = cert_cfg.preferred_chain or config.acme.preferred_chain
         fullchain = select_chain([outcome.fullchain_pem, *outcome.alternate_fullchains], preferred)
         offered = [c for c in [outcome.fullchain_pem, *outcome.alternate_fullchains] if c != fullchain]
-        issued = _store_issued(engine, config, cert_cfg, key_to_pem(key).decode(), fullchain,
+        issued = _store_issued(engine, config, cert_cfg, key_to_pem(private_key).decode(), fullchain,
                                offered, outcome.profile, attempt_id)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, CertdError) else f"{type(exc).__name__}: {exc}"

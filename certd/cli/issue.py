@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from certd.cli import context
+from certd.errors import CertdError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from certd.config import CertificateConfig, Config
+    from certd.keys import PrivateKey
 
 EXIT_HOOK_FAILED = 3
 
@@ -28,18 +36,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _issue(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from certd import lifecycle
-    from certd.dns import cloudflare
-    from certd.dns.challenges import cleanup_leftover_records
-    from certd.errors import CertdError
-    from certd.renew import renewal_decision
-    from certd.store.types import utcnow
+    from certd.keys import generate_key
 
     config = context.load(args)
     names = [c.name for c in config.certificates] if args.all else args.names
     if not names:
         raise CertdError("name at least one certificate, or use --all")
     cert_cfgs = [config.certificate(n) for n in names]  # unknown names fail before any work
+    # Key generation releases the GIL: start it now, under the imports and store checks below.
+    # Keys of certificates that turn out not to be due are simply dropped.
+    keygen = ThreadPoolExecutor(max_workers=2, thread_name_prefix="certd-keygen")
+    keys = {c.name: keygen.submit(generate_key, c.key_type) for c in cert_cfgs}
+    try:
+        return _issue_names(args, config, cert_cfgs, keys)
+    finally:
+        keygen.shutdown(wait=False, cancel_futures=True)
+
+
+def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[CertificateConfig],
+                 keys: dict[str, Future[PrivateKey]]) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from certd import lifecycle
+    from certd.dns import cloudflare
+    from certd.dns.challenges import cleanup_leftover_records
+    from certd.renew import renewal_decision
+    from certd.store.types import utcnow
+
     engine = context.open_store(config)
 
     todo = []
@@ -60,7 +83,7 @@ def _issue(args: argparse.Namespace) -> int:
 
     def run(name: str) -> tuple[str, lifecycle.RenewalResult | CertdError]:
         try:
-            return name, lifecycle.issue_and_deploy(config, engine, name, dns=dns)
+            return name, lifecycle.issue_and_deploy(config, engine, name, dns=dns, key=keys[name])
         except CertdError as exc:
             return name, exc
 
