@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,14 @@ def run(config: Path, env: dict[str, str], *args: str) -> tuple[float, int, str]
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="certd-bench-issue-"))
+    try:
+        one, rss_one, many, rss_many, per_cert = measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(one, rss_one, many, rss_many, per_cert)
+
+
+def measure(work: Path) -> tuple[float, int, float, int, list[float]]:
     with SandboxWorld(with_pebble=True) as world:
         assert world.pebble is not None
         config = work / "certd.toml"
@@ -56,7 +65,10 @@ def main() -> None:
         many, rss_many, log = run(config, env, *[f"c{i}" for i in range(1, N + 1)])
         per_cert = [float(line.rsplit("(", 1)[1].rstrip("s)"))
                     for line in log.splitlines() if "issued serial" in line and line.endswith("s)")]
+    return one, rss_one, many, rss_many, per_cert
 
+
+def print_table(one: float, rss_one: int, many: float, rss_many: int, per_cert: list[float]) -> None:
     rows = [
         ("certd issue, 1 certificate (whole process)", f"{one:.2f} s", "≤ 1.2 s", f"{rss_one / 1024:.0f} MB"),
         (f"certd issue, {N} certificates (whole process)", f"{many:.2f} s", "≤ 6 s", f"{rss_many / 1024:.0f} MB"),
