@@ -103,7 +103,8 @@ def _short(iso: str | None) -> str:
 
 
 def render_table(rows: list[dict], color: bool = False) -> str:  # type: ignore[type-arg]
-    headers = ["NAME", "DOMAINS", "KEY", "NOT AFTER", "DAYS", "RENEWAL", "NEXT CHECK", "FAILURES"]
+    headers = ["NAME", "DOMAINS", "KEY", "ISSUER", "NOT AFTER", "DAYS", "RENEWAL", "NEXT CHECK", "FAILURES",
+               "LAST ATTEMPT"]
     table = [headers]
     for r in rows:
         renewal = ("due now: " if r["renewal_due"] else "") + r["renewal_reason"]
@@ -112,9 +113,11 @@ def render_table(rows: list[dict], color: bool = False) -> str:  # type: ignore[
         failures = str(r["failures"]) if r["failures"] else "-"
         if r["hooks_pending"]:
             failures += " (hooks pending)"
+        last = f"{r['last_outcome']} {_short(r['last_attempt'])}" if r["last_outcome"] else "-"
         table.append([
-            r["name"], ",".join(r["domains"]), r["key_type"], _short(r["not_after"]),
+            r["name"], ",".join(r["domains"]), r["key_type"], r["issuer"] or "-", _short(r["not_after"]),
             "-" if r["days_left"] is None else f"{r['days_left']:g}", renewal, _short(r["next_check"]), failures,
+            last,
         ])
     widths = [max(len(str(row[i])) for row in table) for i in range(len(headers))]
     lines = []
