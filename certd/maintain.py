@@ -390,21 +390,20 @@ class Maintainer:
         return CheckResult(view.cert_cfg.name, action, reason, next_check, view.decision.renew_at, error,
                            critical=view.critical)
 
-    def _update_managed(self, name: str, **fields: object) -> None:
+    def _upsert(self, table: type[ManagedCertificate] | type[RenewalState], name: str, **fields: object) -> None:
+        """Set `fields` on the row of `name` in `table` (created if missing), in one transaction."""
         with session_scope(self.engine) as session:
-            row = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
+            row = session.get(table, name) or table(name=name)
             for key, value in fields.items():
                 setattr(row, key, value)
             row.updated_at = utcnow()
             session.add(row)
 
+    def _update_managed(self, name: str, **fields: object) -> None:
+        self._upsert(ManagedCertificate, name, **fields)
+
     def _update_renewal(self, name: str, **fields: object) -> None:
-        with session_scope(self.engine) as session:
-            row = session.get(RenewalState, name) or RenewalState(name=name)
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
-            session.add(row)
+        self._upsert(RenewalState, name, **fields)
 
     def _save_renewal(self, state: RenewalState) -> None:
         ari_fields = ("ari_cert_id", "ari_supported", "ari_window_start", "ari_window_end",
