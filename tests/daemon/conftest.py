@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
@@ -17,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlmodel import select
 
-from certd.config import Config, parse_config
+from certd.config import parse_config
 from certd.daemon import Daemon
 from certd.sandbox import PebbleNotFoundError, PebbleServer, SandboxWorld, find_pebble
 from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml, toml_str
@@ -29,6 +27,7 @@ from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertif
 from certd.store.renewal import RenewalState
 from tests.conftest import missing_part
 from tests.daemon.ari_proxy import AriProxy
+from tests.obtain.conftest import Setup as IssueSetup
 
 
 class MovableClock:
@@ -55,24 +54,11 @@ def cert_toml(name: str, domains: list[str], *, target_dir: Path | None = None, 
 
 
 @dataclass
-class Setup:
-    world: SandboxWorld
-    pebble: PebbleServer
-    tmp: Path
-    config_path: Path
-    config: Config
-    engine: sa.Engine
+class Setup(IssueSetup):
+    """The issuance tests' setup plus child daemons and store views."""
+
     text: str = ""
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env[TOKEN_ENV] = self.world.token
-        return env
-
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "certd", "--config", str(self.config_path), *args],
-                              env=self.env(), capture_output=True, text=True, timeout=timeout)
 
     def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """`certd run` (or another command) as a child process; stderr goes to a file."""
