@@ -4,6 +4,8 @@ store limits, per-listener gate share, status; config errors; the migration on S
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -81,10 +83,24 @@ def store_issued(engine: sa.Engine, leaf: pki.Ca, chain: list[pki.Ca],
     return row
 
 
-def test_cross_sign_store_limits_and_per_listener_share(tmp_path: Path) -> None:
-    root_a, root_b = pki.root("Lab Root A"), pki.root("Lab Root B")
-    b_by_a = pki.cross_sign(root_b, root_a)
-    inter_a, inter_b = pki.intermediate("Lab Inter A", root_a), pki.intermediate("Lab Inter B", root_b)
+@dataclass
+class Lab:
+    """Two roots with an intermediate each; certd trusts both and serves a leaf under root A."""
+
+    root_a: Any
+    root_b: Any
+    inter_a: Any
+    inter_b: Any
+    url: str
+    engine: Any
+    config: Any
+    first: IssuedCertificate
+
+
+def two_root_lab(tmp_path: Path, prefix: str) -> Lab:
+    root_a, root_b = pki.root(f"{prefix} Root A"), pki.root(f"{prefix} Root B")
+    inter_a = pki.intermediate(f"{prefix} Inter A", root_a)
+    inter_b = pki.intermediate(f"{prefix} Inter B", root_b)
     (tmp_path / "anchors").mkdir()
     (tmp_path / "anchors" / "a.pem").write_text(root_a.pem)
     (tmp_path / "anchors" / "b.pem").write_text(root_b.pem)
@@ -95,6 +111,14 @@ def test_cross_sign_store_limits_and_per_listener_share(tmp_path: Path) -> None:
     config = parse_config(config_text(tmp_path, url))
     first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a])
     on_issued(config, engine, first, deliver=False)
+    return Lab(root_a, root_b, inter_a, inter_b, url, engine, config, first)
+
+
+def test_cross_sign_store_limits_and_per_listener_share(tmp_path: Path) -> None:
+    lab = two_root_lab(tmp_path, "Lab")
+    root_a, root_b, inter_b, url = lab.root_a, lab.root_b, lab.inter_b, lab.url
+    engine, config, first = lab.engine, lab.config, lab.first
+    b_by_a = pki.cross_sign(root_b, root_a)
 
     sims = [
         SimCharger("PLAIN", "ocpp1.6", [root_a.pem], HOST),
@@ -238,18 +262,8 @@ def test_forced_switch_alert_runs_the_daemon_notify_hook(tmp_path: Path) -> None
 
 def test_disabling_rollover_releases_a_waiting_gate(tmp_path: Path) -> None:
     """A gate left pending in the store is released when the config turns the rollover off."""
-    root_a, root_b = pki.root("Off Root A"), pki.root("Off Root B")
-    inter_a, inter_b = pki.intermediate("Off Inter A", root_a), pki.intermediate("Off Inter B", root_b)
-    (tmp_path / "anchors").mkdir()
-    (tmp_path / "anchors" / "a.pem").write_text(root_a.pem)
-    (tmp_path / "anchors" / "b.pem").write_text(root_b.pem)
-    (tmp_path / "roots.pem").write_text(root_a.pem + root_b.pem)
-    url = f"sqlite:///{tmp_path / 'certd.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    config = parse_config(config_text(tmp_path, url))
-    first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a])
-    on_issued(config, engine, first, deliver=False)
+    lab = two_root_lab(tmp_path, "Off")
+    inter_b, url, engine, config, first = lab.inter_b, lab.url, lab.engine, lab.config, lab.first
     registry.insert_charger(engine, "NEVER-SEEN", password_hash=None, heartbeat_class="default")
 
     async def main() -> None:
