@@ -394,9 +394,12 @@ class Daemon:
         maintainer, config = self._maintainer, self.config
         assert maintainer is not None
         try:
-            report = await self._in_thread(sync_hosts, config, self.engine, maintainer.dns(), apply=True)
+            report = await self._in_thread(self._leased, "dns-sync", sync_hosts, config, self.engine,
+                                           maintainer.dns(), apply=True)
         except CertdError as exc:
             log.error("gray-cloud DNS sync failed: %s", exc)
+            return
+        if report is None:
             return
         log.log(logging.WARNING if report.outcome == "failed" else logging.DEBUG,
                 "gray-cloud DNS sync: %s", report.outcome)
@@ -407,7 +410,8 @@ class Daemon:
         if self._stopping:
             return
         try:
-            await self._in_thread(deliver, self.config, self.engine, now=self._clock())
+            await self._in_thread(self._leased, "trust-outbox", deliver, self.config, self.engine,
+                                  now=self._clock())
         except CertdError as exc:
             log.error("fleet registry delivery failed: %s", exc)
 
@@ -417,10 +421,12 @@ class Daemon:
         if self._stopping:
             return
         try:
-            result = await self._in_thread(refresh_bundles, self.config, self.engine, now=self._clock(),
-                                           reason="daily refresh")
+            result = await self._in_thread(self._leased, "trust-refresh", refresh_bundles, self.config,
+                                           self.engine, now=self._clock(), reason="daily refresh")
         except CertdError as exc:
             log.error("fleet CA bundle refresh failed: %s", exc)
+            return
+        if result is None:
             return
         for warning in result.warnings:
             log.warning("fleet CA bundles: %s", warning)
@@ -435,6 +441,19 @@ class Daemon:
 
         upgrade(self.config.db_url)
         return make_engine(self.config.db_url)
+
+    def _leased(self, job: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Run a periodic job under its lease (worker thread); None when another certd process
+        sharing the store runs it right now (it does the same work)."""
+        from certd.store import leases
+
+        assert self.engine is not None
+        try:
+            with leases.held(self.engine, leases.job_lease(job), "certd run", clock=self._clock):
+                return func(*args, **kwargs)
+        except leases.LeaseBusy as busy:
+            log.info("%s: skipped this round: %s", job, busy)
+            return None
 
     async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

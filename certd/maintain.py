@@ -38,12 +38,15 @@ from certd.dns import cloudflare
 from certd.errors import CertdError, DeployError
 from certd.notify import Alert, run_notify_hook
 from certd.obtain import IssuanceCancelled
+from certd.store import leases
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.renewal import RenewalState
 from certd.store.types import utcnow
 
 log = logging.getLogger(__name__)
+
+BUSY_RETRY = dt.timedelta(minutes=1)  # another process holds the certificate: look again after it
 
 Action = Literal[
     "none",            # nothing to do
@@ -53,6 +56,7 @@ Action = Literal[
     "hooks-retried",   # only the deploy hooks ran again
     "failed",          # the renewal or redeploy failed (recorded, retried later)
     "cancelled",       # shutdown abandoned the order (not a failure)
+    "busy",            # another certd process holds this certificate's lease (looked at again soon)
     "would-renew",     # dry run
     "would-redeploy",  # dry run
 ]
@@ -120,8 +124,9 @@ class Maintainer:
                  clock: Callable[[], dt.datetime] = utcnow,
                  rand: Callable[[], float] = random.random,
                  dns: cloudflare.CloudflareDNS | None = None,
-                 ari: AriClient | None = None) -> None:
+                 ari: AriClient | None = None, purpose: str = "certd run") -> None:
         self.config = config
+        self.purpose = purpose  # who holds a certificate's lease, in other processes' messages
         self.engine = engine
         self._clock = clock
         self._rand = rand
@@ -143,7 +148,29 @@ class Maintainer:
     def check(self, name: str, *, force: bool = False, dry_run: bool = False,
               ignore_backoff: bool = False, cancel: threading.Event | None = None) -> CheckResult:
         """Look at one certificate and do what is due. Never raises for renewal failures:
-        they are recorded and returned (action "failed"); config errors do raise."""
+        they are recorded and returned (action "failed"); config errors do raise.
+
+        Under the certificate's lease (certd.store.leases): while another certd process
+        (a hand-run `certd renew`, another node) works on it, this returns "busy"."""
+        self.config.certificate(name)  # an unknown name fails here, before any lease
+        if dry_run:
+            return self._check(name, force, dry_run, ignore_backoff, cancel)
+        try:
+            with leases.held(self.engine, leases.certificate_lease(name), self.purpose, clock=self._clock):
+                return self._check(name, force, dry_run, ignore_backoff, cancel)
+        except leases.LeaseBusy as busy:
+            now = self._clock()
+            log.info("%s: not checked now: %s", name, busy)
+            return CheckResult(name, "busy", str(busy), min(now + BUSY_RETRY, busy.expires_at),
+                               error=str(busy), critical=self._is_critical(name, now))
+
+    def _is_critical(self, name: str, now: dt.datetime) -> bool:
+        _, issued, _ = self._load(name)
+        return rules.is_critical(issued.not_before if issued else None,
+                                 issued.not_after if issued else None, now)
+
+    def _check(self, name: str, force: bool, dry_run: bool, ignore_backoff: bool,
+               cancel: threading.Event | None) -> CheckResult:
         view = self._evaluate(name, self._clock(), persist=not dry_run)
         if force:
             why = f" ({view.decision.reason})" if view.decision.due else ""

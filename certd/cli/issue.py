@@ -61,29 +61,43 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     from certd.dns import cloudflare
     from certd.dns.challenges import cleanup_leftover_records
     from certd.renew import renewal_decision
+    from certd.store import leases
     from certd.store.types import utcnow
 
     engine = context.open_store(config)
 
-    todo = []
-    for cert_cfg in cert_cfgs:
+    def not_due(cert_cfg: CertificateConfig) -> str | None:
+        """Why a certificate is left alone without --force (its state may change under us: ask
+        again under the lease)."""
         current = lifecycle.current_certificate(engine, cert_cfg.name)
         decision = renewal_decision(cert_cfg, current, utcnow())
-        if current is not None and not decision.due and not args.force:
-            print(f"{cert_cfg.name}: current certificate (serial {current.serial}) is valid until "
-                  f"{current.not_after:%Y-%m-%d %H:%M} UTC and not due ({decision.reason} at "
-                  f"{decision.renew_at:%Y-%m-%d %H:%M} UTC); use --force to issue anyway")
+        if current is None or decision.due or args.force:
+            return None
+        return (f"{cert_cfg.name}: current certificate (serial {current.serial}) is valid until "
+                f"{current.not_after:%Y-%m-%d %H:%M} UTC and not due ({decision.reason} at "
+                f"{decision.renew_at:%Y-%m-%d %H:%M} UTC); use --force to issue anyway")
+
+    todo = []
+    for cert_cfg in cert_cfgs:
+        skip = not_due(cert_cfg)
+        if skip:
+            print(skip)
         else:
-            todo.append(cert_cfg.name)
+            todo.append(cert_cfg)
     if not todo:
         return 0
 
     dns = cloudflare.from_config(config.cloudflare)
     cleanup_leftover_records(dns, engine)
 
-    def run(name: str) -> tuple[str, lifecycle.RenewalResult | CertdError]:
+    def run(cert_cfg: CertificateConfig) -> tuple[str, lifecycle.RenewalResult | CertdError | str]:
+        name = cert_cfg.name
         try:
-            return name, lifecycle.issue_and_deploy(config, engine, name, dns=dns, key=keys[name])
+            with leases.held(engine, leases.certificate_lease(name), "certd issue"):
+                skip = not_due(cert_cfg)  # a daemon may have renewed it a moment ago
+                if skip:
+                    return name, skip
+                return name, lifecycle.issue_and_deploy(config, engine, name, dns=dns, key=keys[name])
         except CertdError as exc:
             return name, exc
 
@@ -92,6 +106,9 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
 
     exit_code = 0
     for name, outcome in outcomes:
+        if isinstance(outcome, str):
+            print(outcome)
+            continue
         if isinstance(outcome, CertdError):
             print(f"certd: error: {name}: {outcome}", file=sys.stderr)
             exit_code = max(exit_code, outcome.exit_code)

@@ -88,10 +88,11 @@ def _open_without_writing(config):  # type: ignore[no-untyped-def]
 def _for_real(config, names: list[str], force: bool) -> int:  # type: ignore[no-untyped-def]
     from certd.dns.challenges import cleanup_leftover_records
     from certd.maintain import Maintainer, ensure_rows
+    from certd.store.leases import EX_TEMPFAIL
 
     engine = context.open_store(config)
     ensure_rows(engine, [c.name for c in config.certificates])
-    maintainer = Maintainer(config, engine)
+    maintainer = Maintainer(config, engine, purpose="certd renew")
     cleanup_leftover_records(maintainer.dns(), engine)
     exit_code = 0
     for name in names:
@@ -105,6 +106,10 @@ def _for_real(config, names: list[str], force: bool) -> int:  # type: ignore[no-
         elif result.action == "failed":
             print(f"certd: error: {name}: {result.error}", file=sys.stderr)
             exit_code = max(exit_code, 1)
+            continue
+        elif result.action == "busy":
+            print(f"certd: {name}: not renewed now: {result.reason}", file=sys.stderr)
+            exit_code = max(exit_code, EX_TEMPFAIL)
             continue
         elif result.action == "cancelled":
             print(f"{name}: interrupted; the order was abandoned", file=sys.stderr)

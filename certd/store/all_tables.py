@@ -6,3 +6,4 @@ from certd.store import chargers  # noqa: F401
 from certd.store import trust  # noqa: F401
 from certd.store import renewal  # noqa: F401
 from certd.store import rollover  # noqa: F401
+from certd.store import leases  # noqa: F401
