@@ -18,6 +18,9 @@ layers are measured:
 - `resumed`: the same bare TLS server, each client resuming one earlier TLS session
   (a ticket): what a reconnecting charger whose TLS stack resumes sessions costs
   (no certificate signature, no key exchange);
+- `openssl`: the server side of the same handshakes with no socket and no event
+  loop (memory BIOs in one process, CPU counted only inside the server's calls):
+  what OpenSSL itself costs per handshake, the hard floor under every row;
 - `tls+ws`: the same plus a websockets server (compression off, no ping) that
   completes the WebSocket upgrade and answers one message: the cost of any
   websockets-based endpoint before its own logic.
@@ -192,6 +195,58 @@ def _resume_all(server: "ServerProcess", ctx: ssl.SSLContext, count: int,
     return before, after, failed
 
 
+def openssl_only(profile: str, workdir: Path, ca_pem: str, count: int) -> dict:  # type: ignore[type-arg]
+    """Server-side CPU of `count` handshakes over memory BIOs: OpenSSL and the ssl module only."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    from certd.tls import ContextHolder, KeyPairPem, prepare
+
+    key_type = "rsa" if profile == "gsm" else "ec"
+    pair = KeyPairPem(source=f"bench {key_type}", key_pem=(workdir / f"{key_type}.key").read_text(),
+                      cert_pem=(workdir / f"{key_type}.crt").read_text(), chain_pem="")
+    anchors = [x509.load_pem_x509_certificate(ca_pem.encode())]
+    holder = ContextHolder(profile)  # type: ignore[arg-type]
+    holder.swap(prepare([pair], HOST, profile, dt.datetime.now(dt.timezone.utc), anchors))  # type: ignore[arg-type]
+    server_ctx = holder.listening_context
+    client_ctx = ssl.create_default_context(cadata=ca_pem)
+    if profile == "gsm":
+        client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        client_ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+    spent, failed = 0.0, 0
+    for _ in range(count):
+        c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = client_ctx.wrap_bio(c_in, c_out, server_hostname=HOST)
+        started = time.thread_time()
+        server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        spent += time.thread_time() - started
+        client_done = server_done = False
+        for _round in range(10):
+            if not client_done:
+                try:
+                    client.do_handshake()
+                    client_done = True
+                except ssl.SSLWantReadError:
+                    pass
+            s_in.write(c_out.read())
+            if not server_done:
+                started = time.thread_time()
+                try:
+                    server.do_handshake()
+                    server_done = True
+                except ssl.SSLWantReadError:
+                    pass
+                spent += time.thread_time() - started
+            c_in.write(s_out.read())
+            if client_done and server_done:
+                break
+        else:
+            failed += 1
+    return {"layer": "openssl", "profile": profile, "loop": "-", "opened": count - failed,
+            "failed": failed, "user_ms": spent * 1000 / max(1, count - failed), "system_ms": 0.0}
+
+
 class ServerProcess:
     def __init__(self, layer: str, profile: str, loop_name: str, workdir: Path) -> None:
         self.process = subprocess.Popen(
@@ -240,7 +295,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="new connections per second")
     parser.add_argument("--loops", default="asyncio,uvloop")
     parser.add_argument("--profiles", default="gsm,modern")
-    parser.add_argument("--layers", default="tls,tls+ws,resumed")
+    parser.add_argument("--layers", default="openssl,tls,tls+ws,resumed")
     parser.add_argument("--server-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.server_child:
@@ -266,6 +321,9 @@ def main() -> int:
     rows = []
     for profile in args.profiles.split(","):
         for layer in args.layers.split(","):
+            if layer == "openssl":
+                rows.append(openssl_only(profile, workdir, ca.root_pem, args.connections))
+                continue
             for loop_name in loops:
                 rows.append(measure(layer, profile, loop_name, workdir, ca.root_pem,
                                     args.connections, args.rate))
@@ -273,7 +331,8 @@ def main() -> int:
     print(f"\nserver CPU per new connection before certd's own code, {args.connections} "
           f"connections per row at {args.rate:.0f}/s, kept open; {os.cpu_count()} CPUs; machine "
           f"speed {speed_before:.0f} / {speed_after:.0f} RSA-2048 signatures per CPU-second "
-          "(before / after)")
+          "(before / after), i.e. "
+          f"{1000 / speed_before:.2f} / {1000 / speed_after:.2f} ms per signature")
     print(f"{'profile':<28} {'layer':<7} {'loop':<8} {'CPU/conn':>9} {'user':>9} {'system':>9} "
           f"{'failed':>6}")
     for row in rows:

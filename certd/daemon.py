@@ -410,8 +410,8 @@ class Daemon:
         if self._stopping:
             return
         try:
-            await self._in_thread(self._leased, "trust-outbox", deliver, self.config, self.engine,
-                                  now=self._clock())
+            # No job lease: every delivery row is claimed on its own (certd.trust.outbox).
+            await self._in_thread(deliver, self.config, self.engine, now=self._clock())
         except CertdError as exc:
             log.error("fleet registry delivery failed: %s", exc)
 

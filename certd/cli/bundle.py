@@ -166,7 +166,10 @@ def _refresh(args: argparse.Namespace) -> int:
     for name in args.names:
         config.trust.bundle(name)
     engine = context.open_store(config)
-    result = refresh_bundles(config, engine, only=args.names or None, deliver=not args.no_push)
+    from certd.store import leases
+
+    with leases.held(engine, leases.job_lease("trust-refresh"), "certd bundle refresh"):
+        result = refresh_bundles(config, engine, only=args.names or None, deliver=not args.no_push)
     for change in result.changes:
         print(change.headline())
         for line in change.diff.lines():

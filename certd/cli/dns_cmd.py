@@ -77,7 +77,13 @@ def _run(args: argparse.Namespace, *, apply: bool) -> int:
     if not args.verbose:
         # The report below says the same as these log lines, without timestamps.
         logging.getLogger("certd.dns.sync").setLevel(logging.CRITICAL)
-    report = sync_hosts(config, engine, adapter, apply=apply)
+    if apply:  # one sync at a time: a daemon (or another node) may be syncing right now
+        from certd.store import leases
+
+        with leases.held(engine, leases.job_lease("dns-sync"), "certd dns sync"):
+            report = sync_hosts(config, engine, adapter, apply=True)
+    else:
+        report = sync_hosts(config, engine, adapter, apply=False)
     _emit(args, _report_json(report), _report_text(report))
     return _EXIT_BY_OUTCOME[report.outcome]
 

@@ -113,12 +113,12 @@ def test_of_many_racing_processes_exactly_one_gets_the_lease(engine: sa.Engine) 
 
 def test_held_keeps_the_lease_alive_past_its_ttl_and_frees_it_after(engine: sa.Engine) -> None:
     ttl = dt.timedelta(seconds=0.6)
-    with leases.held(engine, "job:trust-outbox", "certd run", ttl=ttl) as lease:
+    with leases.held(engine, "job:trust-refresh", "certd run", ttl=ttl) as lease:
         time.sleep(1.5)  # two and a half TTLs: only the keeper thread keeps it
         with pytest.raises(leases.LeaseBusy):
-            leases.acquire(engine, "job:trust-outbox", "certd run", ttl=ttl)
+            leases.acquire(engine, "job:trust-refresh", "certd run", ttl=ttl)
         assert not lease.lost.is_set()
-    assert _row(engine, "job:trust-outbox") is None
+    assert _row(engine, "job:trust-refresh") is None
 
 
 def test_the_leases_migration_matches_the_model(engine: sa.Engine) -> None:

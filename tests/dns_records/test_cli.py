@@ -94,3 +94,25 @@ def test_proxied_config_is_refused_before_anything_runs(certd, cf_world: Sandbox
     err = capsys.readouterr().err
     assert "hosts[0].proxied" in err and "edge addresses" in err
     assert cf_world.emulator.requests == []
+
+
+def test_sync_waits_for_a_sync_running_elsewhere_plan_does_not(  # type: ignore[no-untyped-def]
+        certd, cf_world: SandboxWorld, db_url: str, capsys: pytest.CaptureFixture[str]):
+    from certd.store import leases
+    from certd.store.db import make_engine
+
+    certd.write(WALLBOX)
+    assert certd("dns", "plan") == EXIT_CHANGED  # creates the store
+    engine = make_engine(db_url)
+    try:
+        daemon = leases.acquire(engine, leases.job_lease("dns-sync"), "certd run")
+        capsys.readouterr()
+        assert certd("dns", "sync") == leases.EX_TEMPFAIL
+        assert "job:dns-sync is held by certd run" in capsys.readouterr().err
+        assert cf_world.emulator.records(ZONE) == []  # nothing created twice, nothing at all
+        assert certd("dns", "plan") == EXIT_CHANGED  # reading needs no lease
+        leases.release(engine, daemon)
+        assert certd("dns", "sync") == EXIT_CHANGED
+        assert len(cf_world.emulator.records(ZONE)) == 1
+    finally:
+        engine.dispose()
