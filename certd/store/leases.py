@@ -3,7 +3,8 @@
 A hand-run `certd renew` or `certd issue` next to a running `certd run`, or
 several daemons sharing one PostgreSQL store, must never order the same
 certificate twice (rate limits, two TXT records racing, two deploys writing the
-same files) nor deliver the same fleet registry update twice. The lease is a
+same files) nor run a gray-cloud DNS sync or a bundle refresh twice at once
+(fleet registry deliveries are claimed row by row in certd.trust.outbox). The lease is a
 row: who holds it, for what, until when. It lives in the store and not in a
 process because the processes that compete share nothing else.
 
