@@ -33,6 +33,7 @@ def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-
 
     from certd import renew as rules
     from certd.store.db import session_scope
+    from certd.store.leases import Lease, certificate_lease
     from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
     from certd.store.renewal import RenewalState
     from certd.store.types import utcnow
@@ -56,6 +57,8 @@ def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-
             if failures and managed and managed.renew_reason:
                 # Why the failing renewal was started (the daemon also saw the files and the chain).
                 reason = managed.renew_reason
+            lease = session.get(Lease, certificate_lease(cert_cfg.name))
+            working = lease is not None and lease.expires_at > now
             critical = rules.is_critical(issued.not_before if issued else None,
                                          issued.not_after if issued else None, now)
             rows.append({
@@ -83,6 +86,9 @@ def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-
                 "last_attempt": _iso(attempt.started_at) if attempt else None,
                 "last_outcome": attempt.outcome if attempt else None,
                 "last_attempt_error": attempt.error if attempt else None,
+                # A certd process is looking at or renewing it right now (certd.store.leases).
+                "in_progress": {"by": lease.purpose, "on": lease.holder, "since": _iso(lease.acquired_at)}
+                if lease is not None and working else None,
             })
     return rows
 
@@ -135,6 +141,9 @@ def render_table(rows: list[dict], color: bool = False) -> str:  # type: ignore[
             text = (f"  {r['name']}: {mark}{r['failures']} failure(s) in a row; last error: {r['last_error']}; "
                     f"next attempt {_short(r['next_attempt'])}")
             details.append(RED + text + RESET if color and r["critical"] else text)
+        if r["in_progress"]:
+            work = r["in_progress"]
+            details.append(f"  {r['name']}: in progress: {work['by']} on {work['on']} since {_short(work['since'])}")
         if r["ari_window_start"]:
             details.append(f"  {r['name']}: CA's ARI window {_short(r['ari_window_start'])} – "
                            f"{_short(r['ari_window_end'])}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -147,6 +148,10 @@ def test_renew_and_issue_by_hand_wait_for_the_daemon_instead_of_ordering_twice(m
         assert "certificate:web is held by certd run on " in result.stderr, result.stderr
         assert "try again when it has finished" in result.stderr
     assert setup.attempts() == [] and setup.txt_records() == [] and setup.current("web") is None
+    status = setup.cli("status")
+    assert f"web: in progress: certd run on {leases.this_process()} since " in status.stdout, status.stdout
+    row = json.loads(setup.cli("status", "--json").stdout)[0]
+    assert row["in_progress"]["by"] == "certd run" and row["in_progress"]["on"] == leases.this_process()
 
     # The daemon's own check sees a hand-run command's lease the same way and looks again soon.
     maintainer = Maintainer(setup.config, setup.engine)
@@ -160,6 +165,7 @@ def test_renew_and_issue_by_hand_wait_for_the_daemon_instead_of_ordering_twice(m
     result = setup.cli("renew", "web")
     assert result.returncode == 0, result.stderr
     assert setup.current("web") is not None and _row(setup.engine, "certificate:web") is None
+    assert json.loads(setup.cli("status", "--json").stdout)[0]["in_progress"] is None
     # The certificate renewed a moment ago is not due: `certd issue` without --force leaves it.
     result = setup.cli("issue", "web")
     assert result.returncode == 0 and "not due" in result.stdout, result.stdout
