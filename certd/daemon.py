@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 CRASHED_CHECK_RETRY = dt.timedelta(minutes=5)
 OUTBOX_INTERVAL = 60.0
+# Challenge records another process (a killed `certd issue`, a crashed node) left behind.
+CHALLENGE_CLEANUP_INTERVAL = 600.0
 BUNDLE_REFRESH_INTERVAL = 24 * 3600.0  # drops CA certificates that expired from fleet bundles
 WORKER_THREADS = 24  # created lazily; checks are bounded by [daemon] concurrency, the rest is small
 
@@ -111,7 +113,7 @@ class Daemon:
             self._own_engine = True
         self._maintainer = Maintainer(self.config, self.engine, clock=self._clock)
         dns = await self._in_thread(self._maintainer.dns)  # a missing token fails the start, clearly
-        await self._in_thread(cleanup_leftover_records, dns, self.engine)
+        await self._in_thread(cleanup_leftover_records, dns, self.engine, "certd run")
         await self._reconcile()
         self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.timezone.utc, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
@@ -146,7 +148,9 @@ class Daemon:
         self._notifier.stopping()
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.remove_all_jobs()
-            self._scheduler.shutdown(wait=False)
+        # Wait for the checks in flight before the scheduler shuts down: its shutdown cancels the
+        # tasks it started, and a cancelled task no longer waits for its worker thread (which
+        # goes on with the order and its cleanup).
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             timeout = self.config.daemon.shutdown_timeout
@@ -155,6 +159,8 @@ class Daemon:
                 self.stuck_threads = True
                 log.error("%d check(s) still running after %.0fs; exiting anyway (challenge records they "
                           "left are removed at the next start)", len(still), timeout)
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
         await self._stop_services()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -300,11 +306,13 @@ class Daemon:
         await self._schedule_periodic_jobs(config)
 
     async def _schedule_periodic_jobs(self, config: Config) -> None:
-        """Gray-cloud DNS sync, registry outbox, bundle refresh: each runs once now, then on its interval."""
+        """Challenge cleanup, gray-cloud DNS sync, registry outbox, bundle refresh: each runs once now,
+        then on its interval."""
         from certd.dns.sync import sync_interval, sync_wanted
 
         now = dt.datetime.now(dt.timezone.utc)
-        jobs: list[tuple[str, Callable[[], Any], float]] = []
+        jobs: list[tuple[str, Callable[[], Any], float]] = [
+            ("challenge-cleanup", self._challenge_cleanup_job, CHALLENGE_CLEANUP_INTERVAL)]
         if await self._in_thread(sync_wanted, config, self.engine):
             jobs.append(("dns-sync", self._dns_sync_job, float(sync_interval(config))))
         if config.trust.registries:
@@ -403,6 +411,18 @@ class Daemon:
             return
         log.log(logging.WARNING if report.outcome == "failed" else logging.DEBUG,
                 "gray-cloud DNS sync: %s", report.outcome)
+
+    async def _challenge_cleanup_job(self) -> None:
+        from certd.dns.challenges import cleanup_leftover_records
+
+        if self._stopping:
+            return
+        maintainer = self._maintainer
+        assert maintainer is not None
+        try:
+            await self._in_thread(cleanup_leftover_records, maintainer.dns(), self.engine, "certd run")
+        except CertdError as exc:
+            log.error("challenge record cleanup failed: %s", exc)
 
     async def _outbox_job(self) -> None:
         from certd.trust.outbox import deliver

@@ -48,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
         upgrade(config.db_url)
         engine = make_engine(config.db_url)
         dns = from_config(config.cloudflare)
-        cleanup_leftover_records(dns, engine)
+        cleanup_leftover_records(dns, engine, "certd demo")
         print(f"ACME directory {world.pebble.directory_url}, Cloudflare API {world.emulator.base_url}, "
               f"DNS {world.dns_addr}")
         result = lifecycle.issue_and_deploy(config, engine, "demo", dns=dns)

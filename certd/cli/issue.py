@@ -88,7 +88,7 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
         return 0
 
     dns = cloudflare.from_config(config.cloudflare)
-    cleanup_leftover_records(dns, engine)
+    cleanup_leftover_records(dns, engine, "certd issue")
 
     def run(cert_cfg: CertificateConfig) -> tuple[str, lifecycle.RenewalResult | CertdError | str]:
         name = cert_cfg.name

@@ -93,7 +93,7 @@ def _for_real(config, names: list[str], force: bool) -> int:  # type: ignore[no-
     engine = context.open_store(config)
     ensure_rows(engine, [c.name for c in config.certificates])
     maintainer = Maintainer(config, engine, purpose="certd renew")
-    cleanup_leftover_records(maintainer.dns(), engine)
+    cleanup_leftover_records(maintainer.dns(), engine, "certd renew")
     exit_code = 0
     for name in names:
         result = maintainer.check(name, force=force, ignore_backoff=True)

@@ -13,8 +13,9 @@ from sqlmodel import select
 
 from certd.dns.cloudflare import CloudflareDNS, Zone
 from certd.errors import CertdError
+from certd.store import leases
 from certd.store.db import session_scope
-from certd.store.models import ChallengeRecord
+from certd.store.models import ChallengeRecord, IssuanceAttempt
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,35 @@ def remove_challenge_record(dns: CloudflareDNS, engine: sa.Engine, row: Challeng
     return None
 
 
-def cleanup_leftover_records(dns: CloudflareDNS, engine: sa.Engine) -> int:
-    """Remove records left by a crashed or killed run. Call before starting new orders."""
+def cleanup_leftover_records(dns: CloudflareDNS, engine: sa.Engine, purpose: str = "certd") -> int:
+    """Remove records left by a crashed or killed run. Call before starting new orders.
+
+    An order another certd process runs right now (it holds the certificate's lease: a
+    daemon next to a hand-run command, another node) keeps its records; the others are
+    removed under the certificate's lease, so no order can start on it meanwhile.
+    """
     with session_scope(engine) as session:
-        rows = session.exec(select(ChallengeRecord)).all()
-    if rows:
-        log.warning("removing %d challenge record(s) left by an interrupted run", len(rows))
+        rows = session.exec(
+            select(ChallengeRecord, IssuanceAttempt.name)
+            .join(IssuanceAttempt, ChallengeRecord.attempt_id == IssuanceAttempt.id, isouter=True)  # type: ignore[arg-type]
+        ).all()
+    by_certificate: dict[str | None, list[ChallengeRecord]] = {}
+    for row, name in rows:
+        by_certificate.setdefault(name, []).append(row)
+    removed = 0
+    for name, group in by_certificate.items():
+        if name is None:  # no attempt row: no order can own it
+            removed += _remove_leftovers(dns, engine, group, "an interrupted run")
+            continue
+        try:
+            with leases.held(engine, leases.certificate_lease(name), purpose):
+                removed += _remove_leftovers(dns, engine, group, f"an interrupted order of {name}")
+        except leases.LeaseBusy as busy:
+            log.info("leaving %d challenge record(s) of %s alone: its order is running (%s)",
+                     len(group), name, busy)
+    return removed
+
+
+def _remove_leftovers(dns: CloudflareDNS, engine: sa.Engine, rows: list[ChallengeRecord], whose: str) -> int:
+    log.warning("removing %d challenge record(s) left by %s", len(rows), whose)
     return sum(1 for row in rows if remove_challenge_record(dns, engine, row) is None)

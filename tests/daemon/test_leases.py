@@ -170,3 +170,43 @@ def test_renew_and_issue_by_hand_wait_for_the_daemon_instead_of_ordering_twice(m
     result = setup.cli("issue", "web")
     assert result.returncode == 0 and "not due" in result.stdout, result.stdout
     assert len(setup.attempts()) == 1
+
+
+def test_records_of_a_crashed_nodes_order_are_removed_once_its_lease_expires(make_setup) -> None:
+    from certd.daemon import CHALLENGE_CLEANUP_INTERVAL
+    from certd.dns import cloudflare
+    from certd.dns.challenges import Dns01Records, cleanup_leftover_records
+    from certd.store.db import session_scope
+    from certd.store.models import ChallengeRecord, IssuanceAttempt
+    from tests.daemon.conftest import run, running_daemon
+
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    dns = cloudflare.from_config(setup.config.cloudflare)
+    # Another node was mid-order for `web`: its attempt, its TXT record, its lease (2 s left).
+    with session_scope(setup.engine) as session:
+        attempt = IssuanceAttempt(name="web")
+        session.add(attempt)
+        session.flush()
+        attempt_id = attempt.id
+    Dns01Records(dns, setup.engine, attempt_id).present("_acme-challenge.local.example.com", "v" * 43)
+    now = dt.datetime.now(dt.timezone.utc)
+    with setup.engine.begin() as conn:
+        conn.execute(sa.insert(leases.Lease.__table__).values(  # type: ignore[attr-defined]
+            name="certificate:web", holder="node-b pid 4242", purpose="certd run", token="b",
+            node="another-boot/4026531836", pid=4242, acquired_at=now,
+            expires_at=now + dt.timedelta(seconds=2)))
+
+    assert cleanup_leftover_records(dns, setup.engine, "certd run") == 0  # it may still be alive
+    assert len(setup.txt_records()) == 1
+    time.sleep(2.2)
+    assert cleanup_leftover_records(dns, setup.engine, "certd run") == 1  # its lease ran out
+    assert setup.txt_records() == []
+    with session_scope(setup.engine) as session:
+        assert session.exec(sa.select(ChallengeRecord)).all() == []
+
+    async def scenario() -> None:  # a running daemon looks again on its own
+        async with running_daemon(setup) as daemon:
+            job = daemon._scheduler.get_job("challenge-cleanup")
+            assert job is not None and job.trigger.interval == dt.timedelta(seconds=CHALLENGE_CLEANUP_INTERVAL)
+
+    run(scenario())

@@ -43,10 +43,42 @@ def test_crash_between_txt_creation_and_cleanup_is_cleaned_at_next_start(make_se
     setup.world.emulator.propagation_delay = 0
     result = setup.cli("issue", "web")
     assert result.returncode == 0, result.stderr
-    assert "left by an interrupted run" in result.stderr
+    assert "left by an interrupted order of web" in result.stderr
     assert txt_records(setup.world) == []
     with session_scope(setup.engine) as session:
         assert session.exec(select(ChallengeRecord)).all() == []
+
+
+def test_a_second_command_leaves_the_records_of_an_order_in_flight_alone(make_setup) -> None:
+    """The start-up cleanup removes only what dead runs left: a running order keeps its records."""
+    setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
+    setup.world.emulator.propagation_delay = 3600  # the first order waits with its records created
+    first = subprocess.Popen(
+        [sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
+        env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        created = txt_records(setup.world)
+        assert len(created) == 2
+
+        second = setup.cli("issue", "web")
+        assert second.returncode == 75, second.stderr
+        assert "certificate:web is held by certd issue" in second.stderr
+        assert "removing" not in second.stderr
+        assert txt_records(setup.world) == created  # not one of the live order's records touched
+
+        setup.world.emulator.propagation_delay = 0
+        out, err = first.communicate(timeout=90)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err
+    assert "web: issued serial" in out and lifecycle.current_certificate(setup.engine, "web") is not None
+    assert txt_records(setup.world) == []
 
 
 def test_bad_token_gives_clear_error_without_the_token(make_setup) -> None:
