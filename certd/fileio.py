@@ -9,22 +9,31 @@ import tempfile
 from pathlib import Path
 
 
-def _uid(owner: str | None) -> int:
+def _uid(owner: str | int | None) -> int:
     if owner is None:
         return -1
+    if isinstance(owner, int):
+        return owner
     try:
         return int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
     except KeyError:
         raise ValueError(f"no such user {owner!r}") from None
 
 
-def _gid(group: str | None) -> int:
+def _gid(group: str | int | None) -> int:
     if group is None:
         return -1
+    if isinstance(group, int):
+        return group
     try:
         return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     except KeyError:
         raise ValueError(f"no such group {group!r}") from None
+
+
+def resolve_owner(owner: str | int | None, group: str | int | None) -> tuple[int, int]:
+    """Numeric (uid, gid) for a configured owner/group; -1 where none is configured."""
+    return _uid(owner), _gid(group)
 
 
 def fsync_dir(path: Path) -> None:
@@ -35,8 +44,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_temp_beside(path: Path, data: bytes, mode: int, owner: str | None = None,
-                      group: str | None = None) -> Path:
+def write_temp_beside(path: Path, data: bytes, mode: int, owner: str | int | None = None,
+                      group: str | int | None = None) -> Path:
     """Write `data` to a synced temp file in `path`'s directory (same filesystem, so rename is atomic).
 
     The mode is set before any byte is written, so a private key is never readable by others.
@@ -45,7 +54,7 @@ def write_temp_beside(path: Path, data: bytes, mode: int, owner: str | None = No
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
-        uid, gid = _uid(owner), _gid(group)
+        uid, gid = resolve_owner(owner, group)
         if uid != -1 or gid != -1:
             os.fchown(fd, uid, gid)
         view = memoryview(data)
