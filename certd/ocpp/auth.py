@@ -10,6 +10,10 @@ string, so raising them later rehashes at the next successful login.
 Successful checks are remembered as an HMAC under a per-process random key,
 tied to the stored hash: a reconnecting charger costs one HMAC, and changing
 the password (a new hash) invalidates the entry.
+
+A password offered for an id with no hash to check (unknown, disabled) is
+checked against a dummy hash with the same parameters, so the answer takes as
+long as for a known id and timing does not tell which ids exist.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -78,6 +83,18 @@ def verify_password(password_hash: str, password: str) -> bool:
         return bool(_hasher().verify(password_hash, password))
     except (VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password nobody knows, built once, with the parameters of real ones."""
+    return hash_password(generate_password())
+
+
+def verify_dummy(password: str) -> bool:
+    """Spend one argon2 check on a password that has no stored hash to check; always False."""
+    verify_password(_dummy_hash(), password)
+    return False
 
 
 def needs_rehash(password_hash: str) -> bool:
@@ -141,6 +158,12 @@ class FailureLimiter:
 
     A success does not reset the count (one valid account must not unlock
     guessing on the others). Memory is bounded by `max_addresses`.
+
+    Checks still running count toward the limit too (`begin` / `end`): without
+    that, parallel guesses would all pass the check-before-argon2 and be
+    counted only afterwards. An attempt that would go over the limit waits for
+    a running one to end instead of being refused, so chargers behind one NAT
+    address that log in at once are slowed, not locked out.
     """
 
     limit: int
@@ -150,6 +173,8 @@ class FailureLimiter:
 
     def __post_init__(self) -> None:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._in_flight: dict[str, int] = {}
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
     def _recent(self, address: str, now: float) -> deque[float] | None:
         times = self._failures.get(address)
@@ -179,3 +204,61 @@ class FailureLimiter:
         self._failures.move_to_end(address)
         while len(self._failures) > self.max_addresses:
             self._failures.popitem(last=False)
+
+    def in_flight(self, address: str) -> int:
+        return self._in_flight.get(address, 0)
+
+    def _has_room(self, address: str) -> bool:
+        times = self._recent(address, self.clock())
+        return (len(times) if times else 0) + self.in_flight(address) < self.limit
+
+    async def begin(self, address: str) -> float | None:
+        """Take a check slot for `address` before any await: None when taken (call `end` later),
+        else the seconds the address must wait (refuse it)."""
+        while True:
+            wait = self.retry_after(address)
+            if wait is not None:
+                return wait
+            if self._has_room(address):
+                self._in_flight[address] = self.in_flight(address) + 1
+                return None
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(address, deque()).append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(address, everyone=False)  # pass on the wake-up this one got
+                raise
+            finally:
+                self._forget_waiter(address, waiter)
+
+    def end(self, address: str, failed: bool) -> None:
+        """Give back the slot `begin` took; a failed attempt is recorded as a failure."""
+        count = self.in_flight(address) - 1
+        if count > 0:
+            self._in_flight[address] = count
+        else:
+            self._in_flight.pop(address, None)
+        if failed:
+            self.record_failure(address)
+        # At the limit every waiter is refused at once; otherwise one may take the free slot.
+        self._wake(address, everyone=self.retry_after(address) is not None)
+
+    def _wake(self, address: str, everyone: bool) -> None:
+        for waiter in self._waiting.get(address, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+                if not everyone:
+                    return
+
+    def _forget_waiter(self, address: str, waiter: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(address)
+        if queue is None:
+            return
+        try:
+            queue.remove(waiter)
+        except ValueError:
+            pass
+        if not queue:
+            del self._waiting[address]

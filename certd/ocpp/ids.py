@@ -4,7 +4,9 @@ The id is the last path segment of `/ocpp/{id}` or `/{id}`. It is percent-
 decoded once (`DE%2ABMW%2A0123` is `DE*BMW*0123`) and must then consist of
 OCPP 2.0.1 identifierString characters (a-z A-Z 0-9 * - _ = : + | @ .), at most
 48 of them. Anything else -- a slash, a space, a second `%`-level, control
-characters -- is refused, so ids are safe in logs, SQL and file names.
+characters (a trailing newline too: the whole string must match) -- is refused,
+so ids are safe in logs and SQL. Not as file names on their own: `.` and `..`
+are valid ids.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 MAX_ID_LENGTH = 48
-_ID = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$")
+_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]{1,48}")
 # Characters that may appear raw in the path segment (before decoding).
-_RAW_SEGMENT = re.compile(r"^[A-Za-z0-9*\-_=:+|@.%]+$")
+# Both are used with fullmatch: `$` would also match before a trailing newline.
+_RAW_SEGMENT = re.compile(r"[A-Za-z0-9*\-_=:+|@.%]+")
 
 
 class InvalidChargerId(ValueError):
@@ -46,7 +49,7 @@ class PathPattern:
 
 
 def is_valid_id(charger_id: str) -> bool:
-    return bool(_ID.match(charger_id))
+    return _ID.fullmatch(charger_id) is not None
 
 
 def validate_id(charger_id: str) -> str:
@@ -61,7 +64,7 @@ def validate_id(charger_id: str) -> str:
 
 def decode_segment(raw: str) -> str:
     """Percent-decode one path segment once and validate the result."""
-    if not _RAW_SEGMENT.match(raw):
+    if _RAW_SEGMENT.fullmatch(raw) is None:
         raise InvalidChargerId("charge point id holds characters outside the allowed set")
     try:
         decoded = unquote(raw, encoding="utf-8", errors="strict")

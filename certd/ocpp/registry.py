@@ -170,6 +170,23 @@ class _Pending:
     last_seen: dt.datetime | None = None
     boot: dict[str, str | None] = field(default_factory=dict)
 
+    def merged_with(self, newer: _Pending) -> _Pending:
+        """This (older, unwritten) entry with `newer`'s changes on top, field by field.
+
+        A heartbeat queued while a connect failed to write must not drop the connect.
+        """
+        merged = _Pending(
+            connected=self.connected, connected_since=self.connected_since,
+            version=self.version, address=self.address,
+            last_seen=newer.last_seen or self.last_seen,
+            boot={**self.boot, **newer.boot},
+        )
+        if newer.connected is not None:  # connected and its since are one change
+            merged.connected, merged.connected_since = newer.connected, newer.connected_since
+        if newer.version is not None:  # so are version and address
+            merged.version, merged.address = newer.version, newer.address
+        return merged
+
 
 class RegistryWriter:
     """Collects charger state changes on the loop; writes them in batches from a worker thread."""
@@ -264,7 +281,8 @@ class RegistryWriter:
             except BaseException:
                 # Put the batch back (newer changes taking precedence) so nothing is lost.
                 for charger_id, entry in pending.items():
-                    self._pending.setdefault(charger_id, entry)
+                    newer = self._pending.get(charger_id)
+                    self._pending[charger_id] = entry if newer is None else entry.merged_with(newer)
                 self._audit[:0] = audit
                 raise
             for charger_id, entry in pending.items():

@@ -61,6 +61,19 @@ class Admitted:
     address: str | None
 
 
+# LookedUp.checked_hash when the offered password was checked against auth's dummy hash.
+DUMMY_HASH_CHECKED = "dummy"
+
+
+@dataclass(frozen=True)
+class LookedUp:
+    """The registry row and which argon2 check the worker thread ran (None: none ran)."""
+
+    record: ChargerRecord | None
+    checked_hash: str | None = None
+    check_ok: bool = False
+
+
 def _shrink_tls_read_buffer(transport: Any) -> None:
     """Swap asyncio's per-connection 256 KiB TLS read buffer for a 16.5 KiB one.
 
@@ -198,14 +211,33 @@ class Listener:
             return self._refuse(connection, http.HTTPStatus.NOT_FOUND, "Not Found\n")
 
         key = address or "?"
-        wait = shared.limiter.retry_after(key)
+        # Taken before the first await, so parallel guesses cannot all pass the limit (see begin).
+        wait = await shared.limiter.begin(key)
         if wait is not None:
             log.debug("refusing %s from %s: too many failed logins", charger_id, address)
             return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n",
                                 {"Retry-After": str(max(1, int(wait + 0.999)))})
+        admitted: Admitted | None = None
+        try:
+            admitted = await self._admit(request, charger_id, address)
+        finally:  # also when the handshake times out mid-check: that attempt counts as failed
+            shared.limiter.end(key, failed=admitted is None)
+        if admitted is None:
+            if shared.limiter.retry_after(key) is not None:
+                log.warning("client %s reached the failed-login limit; refusing it for %.0f s",
+                            address, shared.ocpp.auth_failure_window)
+            return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n",
+                                {"WWW-Authenticate": WS_AUTHENTICATE})
+        assert isinstance(connection, OcppConnection)
+        connection.admitted = admitted
+        return None
 
+    async def _admit(self, request: Request, charger_id: str, address: str | None) -> Admitted | None:
+        """Registry, policy and password: the admission, or None after auditing the refusal."""
+        shared = self.shared
         password = auth.parse_basic_auth(request.headers.get("Authorization"), charger_id)
-        record, checked = await asyncio.to_thread(self._lookup_and_check, charger_id, password)
+        looked_up = await asyncio.to_thread(self._lookup_and_check, charger_id, password)
+        record = looked_up.record
         verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
 
         if isinstance(verdict, admission.Register):
@@ -216,7 +248,7 @@ class Listener:
 
         if isinstance(verdict, admission.CheckPassword):
             assert password is not None
-            if not await self._password_ok(charger_id, verdict.password_hash, password, checked):
+            if not await self._password_ok(charger_id, verdict.password_hash, password, looked_up):
                 verdict = admission.Refuse("wrong password")
         elif isinstance(verdict, admission.Admit) and verdict.store_offered_password:
             assert password is not None and record is not None
@@ -224,40 +256,38 @@ class Listener:
 
         if isinstance(verdict, admission.Refuse) or record is None:
             reason = verdict.reason if isinstance(verdict, admission.Refuse) else "no record"
-            shared.limiter.record_failure(key)
             shared.writer.audit("auth_failed", charger_id, address, reason)
-            if shared.limiter.retry_after(key) is not None:
-                log.warning("client %s reached the failed-login limit; refusing it for %.0f s",
-                            address, shared.ocpp.auth_failure_window)
-            return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n",
-                                {"WWW-Authenticate": WS_AUTHENTICATE})
+            return None
+        return Admitted(charger_id, record, address)
 
-        assert isinstance(connection, OcppConnection)
-        connection.admitted = Admitted(charger_id, record, address)
-        return None
-
-    def _lookup_and_check(self, charger_id: str, password: str | None
-                          ) -> tuple[ChargerRecord | None, tuple[str, bool] | None]:
+    def _lookup_and_check(self, charger_id: str, password: str | None) -> LookedUp:
         """Registry read and, when the verdict will need it, the argon2 check: one worker-thread
         trip instead of two (each trip costs a new connection about 0.1 ms of CPU).
 
-        Returns the record and (hash checked, result), or None when nothing was checked. Runs in
-        a worker thread; `credentials.matches` only reads (a charger verified before skips argon2).
+        A password offered where there is no hash to check (unknown or disabled id, policy
+        refusal) is checked against the dummy hash: the answer takes as long as for a known id.
+        Runs in a worker thread; `credentials.matches` only reads (a charger verified before
+        skips argon2).
         """
         record = registry.lookup(self.shared.engine, charger_id)
         verdict = admission.decide(record, self.shared.ocpp.unknown_chargers, password is not None)
-        if (not isinstance(verdict, admission.CheckPassword) or password is None
+        if password is None:
+            return LookedUp(record)
+        if isinstance(verdict, admission.Refuse):
+            return LookedUp(record, DUMMY_HASH_CHECKED, auth.verify_dummy(password))
+        if (not isinstance(verdict, admission.CheckPassword)
                 or self.shared.credentials.matches(charger_id, verdict.password_hash, password)):
-            return record, None
-        return record, (verdict.password_hash, auth.verify_password(verdict.password_hash, password))
+            return LookedUp(record)
+        return LookedUp(record, verdict.password_hash,
+                        auth.verify_password(verdict.password_hash, password))
 
     async def _password_ok(self, charger_id: str, password_hash: str, password: str,
-                           checked: tuple[str, bool] | None = None) -> bool:
+                           looked_up: LookedUp | None = None) -> bool:
         credentials = self.shared.credentials
         if credentials.matches(charger_id, password_hash, password):
             return True
-        if checked is not None and checked[0] == password_hash:
-            ok = checked[1]
+        if looked_up is not None and looked_up.checked_hash == password_hash:
+            ok = looked_up.check_ok
         else:
             ok = await asyncio.to_thread(auth.verify_password, password_hash, password)
         if ok:

@@ -332,14 +332,17 @@ class OcppService:
                           label, keeping, exc)
                 return ReloadResult(label, "failed", current.served if current else (), str(exc))
             previous = state.holder.swap(prepared)
-            state.served_key = read_key
             state.failed_key = None
+            opened_now = not state.started
+            if opened_now:
+                # Raises when the port cannot be bound; served_key stays unset, so the next
+                # reload or periodic check tries again instead of answering "unchanged".
+                await state.listener.start()
+                state.started = True
+            state.served_key = read_key
             for served in prepared.served:
                 log.info("listener %s now serves %s (%s, serial %s, valid until %s)", label,
                          served.source, served.key_type.upper(), served.serial,
                          served.not_after.isoformat())
-            if not state.started:
-                await state.listener.start()
-                state.started = True
-                return ReloadResult(label, "started", prepared.served)
-            return ReloadResult(label, "swapped" if previous else "started", prepared.served)
+            return ReloadResult(label, "swapped" if previous and not opened_now else "started",
+                                prepared.served)

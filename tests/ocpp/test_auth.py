@@ -1,5 +1,6 @@
 """Password hashing, Basic-auth parsing, the failure limiter and the admission table (pure parts)."""
 
+import asyncio
 import base64
 
 import pytest
@@ -70,6 +71,52 @@ def test_failure_limiter_bounded_memory() -> None:
         limiter.record_failure(f"a{i}")
     assert limiter.retry_after("a99") is not None
     assert limiter.retry_after("a0") is None  # evicted, oldest first
+
+
+def test_checks_still_running_count_toward_the_limit() -> None:
+    """An attempt over the limit waits while checks run; once failures fill it, all are refused."""
+    async def scenario() -> None:
+        limiter = auth.FailureLimiter(limit=2, window=60, clock=lambda: 1000.0)
+        assert await limiter.begin("a") is None and await limiter.begin("a") is None
+        third = asyncio.ensure_future(limiter.begin("a"))
+        fourth = asyncio.ensure_future(limiter.begin("a"))
+        other = await limiter.begin("b")  # per address
+        assert other is None
+        await asyncio.sleep(0)
+        assert not third.done() and not fourth.done() and limiter.in_flight("a") == 2
+        limiter.end("a", failed=False)  # a success frees its slot: one waiter takes it
+        assert await third is None and not fourth.done()
+        limiter.end("a", failed=True)
+        await asyncio.sleep(0)
+        assert not fourth.done()  # one failure + one running = the limit
+        limiter.end("a", failed=True)  # two failures: the limit; every waiter is refused
+        assert await fourth == 60.0
+        assert await limiter.begin("a") == 60.0 and limiter.in_flight("a") == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:
+    async def scenario() -> None:
+        limiter = auth.FailureLimiter(limit=1, window=60, clock=lambda: 0.0)
+        assert await limiter.begin("a") is None
+        first = asyncio.ensure_future(limiter.begin("a"))
+        second = asyncio.ensure_future(limiter.begin("a"))
+        await asyncio.sleep(0)
+        limiter.end("a", failed=False)  # wakes `first`...
+        first.cancel()  # ...which times out before it runs (handshake timeout)
+        assert await second is None
+        assert first.cancelled() and limiter.in_flight("a") == 1
+
+    asyncio.run(scenario())
+
+
+def test_dummy_check_is_a_real_argon2_check_with_the_same_parameters() -> None:
+    dummy = auth._dummy_hash()
+    real = auth.hash_password(auth.generate_password())
+    assert dummy.split("$")[1:4] == real.split("$")[1:4]  # argon2id, version, m/t/p
+    assert auth._dummy_hash() is dummy  # built once
+    assert auth.verify_dummy("any-password-at-all-1234") is False
 
 
 def test_verified_credentials_follow_the_stored_hash() -> None:

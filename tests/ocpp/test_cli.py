@@ -68,7 +68,10 @@ def test_add_generates_a_password_printed_once(config_file, capsys) -> None:  # 
     assert "--class 'nope' is not in [ocpp] heartbeat_classes" in capsys.readouterr().err
     assert main(["--config", str(config_file), "chargers", "add", "bad id"]) == 1
     assert "not a valid charge point id" in capsys.readouterr().err
+    assert main(["--config", str(config_file), "chargers", "add", "CP2\n"]) == 1  # `$` let it in
+    assert "not a valid charge point id" in capsys.readouterr().err
     assert registry.lookup(_engine(config_file), "CP2") is None
+    assert registry.lookup(_engine(config_file), "CP2\n") is None
 
 
 def test_given_password_set_password_and_remove(config_file, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

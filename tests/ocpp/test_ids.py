@@ -31,6 +31,9 @@ def test_ids_accepted(path: str, expected: str) -> None:
     "/ocpp/CP<script>",
     "/" + "x" * 49,          # too long
     "/ocpp/%",
+    "/ocpp/CP1%0A",          # trailing newline: a `$` anchor matched before it
+    "/ocpp/CP1%0a",
+    "/ocpp/CP1\n",           # raw newline in the segment
 ])
 def test_ids_refused(path: str) -> None:
     with pytest.raises(InvalidChargerId):
@@ -51,3 +54,6 @@ def test_validate_id_for_cli_input() -> None:
     assert validate_id("DE*BMW*1") == "DE*BMW*1"
     with pytest.raises(InvalidChargerId, match="not a valid charge point id"):
         validate_id("with space")
+    for with_newline in ("CP1\n", "\nCP1", "CP1\nCP2"):
+        with pytest.raises(InvalidChargerId, match="not a valid charge point id"):
+            validate_id(with_newline)

@@ -3,6 +3,7 @@
 import asyncio
 import datetime as dt
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
@@ -92,6 +93,58 @@ def test_disconnect_does_not_clear_a_charger_now_on_another_node(db_url: str) ->
     with session_scope(engine) as session:
         assert session.get(Charger, "CP1").connected_node == "node-b"
     engine.dispose()
+
+
+def test_a_failed_write_keeps_the_connect_when_a_heartbeat_came_meanwhile(db_url: str) -> None:
+    """The store is away during one flush (charger table renamed); a heartbeat queued while that
+    write runs must not replace the connect, version and boot info when the batch is put back."""
+    engine = _engine(db_url)
+    registry.insert_charger(engine, "CP1", password_hash=None, heartbeat_class="default")
+    clock = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    async def scenario() -> None:
+        writer = registry.RegistryWriter(engine, "node-a", clock=lambda: clock[0])
+        writer.connected("CP1", "ocpp1.6", "127.0.0.1")
+        writer.boot("CP1", vendor="V", model="M", firmware_version="1.0", serial_number=None)
+        rename("charger", "charger_away")
+        try:
+            failing = asyncio.ensure_future(writer.flush())
+            await asyncio.sleep(0)  # the flush has taken the batch and is writing it
+            assert "CP1" not in writer._pending
+            clock[0] += dt.timedelta(seconds=20)
+            writer.seen("CP1")  # the charger's heartbeat, while the write is under way
+            with pytest.raises(sa.exc.DBAPIError):
+                await failing
+        finally:
+            rename("charger_away", "charger")
+        await writer.flush()
+
+    asyncio.run(scenario())
+    with session_scope(engine) as session:
+        cp1 = session.get(Charger, "CP1")
+    assert (cp1.connected_node, cp1.ocpp_version, cp1.last_address, cp1.vendor, cp1.firmware_version) == (
+        "node-a", "ocpp1.6", "127.0.0.1", "V", "1.0")
+    assert cp1.connected_since == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert cp1.last_seen == dt.datetime(2026, 1, 1, 0, 0, 20, tzinfo=dt.timezone.utc)
+    engine.dispose()
+
+
+def test_pending_changes_merge_field_by_field() -> None:
+    """A disconnect queued after a failed connect wins; what it does not touch is kept."""
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    failed = registry._Pending(connected=True, connected_since=at, version="ocpp2.0.1", address="10.0.0.1",
+                               last_seen=at, boot={"vendor": "V", "model": "M"})
+    newer = registry._Pending(connected=False, last_seen=at + dt.timedelta(seconds=5),
+                              boot={"model": "M2"})
+    merged = failed.merged_with(newer)
+    assert (merged.connected, merged.connected_since) == (False, None)
+    assert (merged.version, merged.address) == ("ocpp2.0.1", "10.0.0.1")
+    assert merged.last_seen == at + dt.timedelta(seconds=5)
+    assert merged.boot == {"vendor": "V", "model": "M2"}
 
 
 def test_migration_downgrade_and_upgrade(db_url: str) -> None:

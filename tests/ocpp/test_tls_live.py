@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 import time
 
 import pytest
 from ocpp.v16 import call
 
+from certd.errors import CertdError
 from certd.ocpp import auth, registry
 from certd.store.types import utcnow
 from tests.ocpp.conftest import (
@@ -209,6 +211,33 @@ def test_listener_waits_for_valid_material_then_opens(ca, ca_file, store) -> Non
             assert [r.status for r in await service.reload("rsa")] == ["started"]
             async with open_ws(service, "/ocpp/CP1", ca, headers=AUTH):
                 pass
+
+    run(main())
+
+
+def test_listener_whose_port_was_busy_opens_on_a_later_reload(ca, ca_file, store) -> None:  # type: ignore[no-untyped-def]
+    """The first certificate arrives while another process holds the port: that reload fails,
+    and a later one (port free) must open the socket instead of answering "unchanged"."""
+    async def main() -> None:
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        config = make_config(ca_file, listeners=[{"name": "main", "host": HOST, "bind": ["127.0.0.1"],
+                                                  "port": port, "certificates": ["rsa"]}])
+        async with running(config, store) as service:
+            assert service.listener("main").ports == []
+            store_current(store, "rsa", ca.issue([HOST], "rsa"))
+            try:
+                with pytest.raises(CertdError, match=f"cannot listen on 127.0.0.1 port {port}"):
+                    await service.reload("rsa")
+            finally:
+                squatter.close()
+            assert [r.status for r in await service.reload("rsa")] == ["started"]
+            assert service.listener("main").ports == [port]
+            async with open_ws(service, "/ocpp/CP1", ca, headers=AUTH):
+                pass
+            assert [r.status for r in await service.reload("rsa")] == ["unchanged"]
 
     run(main())
 
