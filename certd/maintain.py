@@ -177,10 +177,15 @@ class Maintainer:
             view.decision = rules.RenewalDecision(True, "renewal forced by hand" + why, view.decision.renew_at)
         if view.decision.due:
             if rules.in_backoff(view.managed.next_attempt_at, view.now) and not (force or ignore_backoff):
+                if not dry_run:
+                    self._restore_files_meanwhile(view)
                 return self._settle(view, "waiting", persist=not dry_run)
             if dry_run:
                 return self._result(view, "would-renew", view.decision.reason, view.now)
-            return self._renew(view, cancel)
+            result = self._renew(view, cancel)
+            if result.action == "failed":
+                self._restore_files_meanwhile(view)
+            return result
         if view.repair is None:
             return self._settle(view, "none", persist=not dry_run)
         if rules.in_backoff(view.renewal.deploy_retry_at, view.now) and not ignore_backoff:
@@ -188,6 +193,22 @@ class Maintainer:
         if dry_run:
             return self._result(view, "would-redeploy", view.repair, view.now)
         return self._redeploy(view)
+
+    def _restore_files_meanwhile(self, view: _View) -> None:
+        """While a renewal fails or waits, a consumer whose files were lost (a restored backup,
+        a new target) still gets the current certificate if it is valid: better than nothing."""
+        managed, issued, _ = self._load(view.cert_cfg.name)
+        if issued is None or view.issued is None or issued.id != view.issued.id or view.now >= issued.not_after:
+            return  # nothing valid to write, or a new certificate whose own deploy retries are pending
+        expected = expected_files(view.cert_cfg, issued, self.config.state_dir)
+        if managed.deployed_id == issued.id and not rules.deployed_file_problems(expected, read_files(expected)):
+            return
+        log.warning("%s: writing the current certificate (valid until %s) to its targets while its "
+                    "renewal is pending", view.cert_cfg.name, _fmt(issued.not_after))
+        try:
+            lifecycle.deploy_issued(self.config, self.engine, issued)
+        except DeployError as exc:
+            log.error("%s: %s", view.cert_cfg.name, exc)
 
     # -- looking -------------------------------------------------------------------------
     def _load(self, name: str) -> tuple[ManagedCertificate, IssuedCertificate | None, RenewalState]:
@@ -319,6 +340,8 @@ class Maintainer:
             self._notify(Alert("renewal-recovered", name, tuple(view.cert_cfg.domains), issued.not_after,
                                0, None, None))
         after = self._evaluate(name, self._clock(), persist=True)
+        if after.decision.due and after.decision.renew_at is None:
+            after = self._due_again(after)
         settled = self._settle(after, "renewed")
         return CheckResult(name, "renewed", view.decision.reason, settled.next_check, settled.renew_at,
                            hook_error, issued, tuple(result.deploy.written), result.deploy.hooks_ok, False)
@@ -346,6 +369,27 @@ class Maintainer:
         settled = self._settle(self._evaluate(name, self._clock(), persist=True), action)
         return CheckResult(name, action, view.repair, settled.next_check, settled.renew_at,  # type: ignore[arg-type]
                            written=written)
+
+    def _due_again(self, view: _View) -> _View:
+        """The certificate issued a moment ago must be replaced at once already (a chain the CA
+        keeps serving with an expired CA certificate, a clock so far ahead that it looks expired):
+        ordering again at once would loop until the CA's rate limit stops it. Back off by the
+        number issued for this name in the last day. (Timing reasons cannot loop: they name a
+        moment, capped inside the lifetime.)"""
+        name = view.cert_cfg.name
+        now = self._clock()
+        with session_scope(self.engine) as session:
+            recent = session.exec(
+                select(sa.func.count()).select_from(IssuedCertificate)
+                .where(IssuedCertificate.name == name, IssuedCertificate.issued_at >= now - dt.timedelta(days=1))
+            ).one()
+        failures = max(1, int(recent))
+        next_attempt = rules.next_attempt_time(now, failures, jitter=2 * self._rand() - 1)
+        message = (f"the certificate issued a moment ago is due again ({view.decision.reason}); "
+                   f"not ordering another before {_fmt(next_attempt)}")
+        log.error("%s: %s", name, message)
+        self._update_managed(name, failure_count=failures, last_error=message, next_attempt_at=next_attempt)
+        return self._evaluate(name, self._clock(), persist=True)
 
     # -- recording -----------------------------------------------------------------------
     def _renewal_failed(self, view: _View, exc: BaseException) -> CheckResult:

@@ -58,11 +58,19 @@ class RenewalDecision:
 
 def backstop_time(not_before: dt.datetime, not_after: dt.datetime,
                   renew_before_days: float | None = None) -> dt.datetime:
-    if renew_before_days is not None:
-        return not_after - dt.timedelta(days=renew_before_days)
+    """`renew_before_days` is capped at half the lifetime: a 6-day certificate with
+    `renew_before_days = 30` would otherwise be due the moment it is issued, and the
+    daemon would order one after another until the CA's rate limit stops it."""
     lifetime = not_after - not_before
+    if renew_before_days is not None:
+        return not_after - min(dt.timedelta(days=renew_before_days), lifetime / 2)
     share = 2 if lifetime < SHORT_LIFETIME else 3
     return not_after - lifetime / share
+
+
+def renew_before_capped(cert_cfg: CertificateConfig, issued: IssuedCertificate) -> bool:
+    days = cert_cfg.renew_before_days
+    return days is not None and dt.timedelta(days=days) > (issued.not_after - issued.not_before) / 2
 
 
 def alarm_time(not_before: dt.datetime, not_after: dt.datetime) -> dt.datetime:
@@ -110,9 +118,13 @@ def renewal_decision(cert_cfg: CertificateConfig, issued: IssuedCertificate | No
         return RenewalDecision(False, "ARI window", at)
     at = backstop_time(issued.not_before, issued.not_after, cert_cfg.renew_before_days)
     if now >= at:
-        rule = (f"less than {cert_cfg.renew_before_days:g} days left" if cert_cfg.renew_before_days
-                else "backstop: a third of the lifetime left" if issued.not_after - issued.not_before
-                >= SHORT_LIFETIME else "backstop: half of a short lifetime left")
+        lifetime = issued.not_after - issued.not_before
+        rule = (f"half the lifetime left (renew_before_days = {cert_cfg.renew_before_days:g} is more than "
+                f"half of this certificate's {lifetime.total_seconds() / 86400:g}-day lifetime)"
+                if renew_before_capped(cert_cfg, issued)
+                else f"less than {cert_cfg.renew_before_days:g} days left" if cert_cfg.renew_before_days
+                else "backstop: a third of the lifetime left" if lifetime >= SHORT_LIFETIME
+                else "backstop: half of a short lifetime left")
         return RenewalDecision(True, rule, at)
     return RenewalDecision(False, "backstop", at)
 

@@ -151,7 +151,9 @@ def test_failing_in_last_tenth_of_life_is_loud_and_notifies(make_setup, tmp_path
     envs = tmp_path / "alerts.env"
     hook = (f"cat >> {shlex.quote(str(alerts))}; echo >> {shlex.quote(str(alerts))}; "
             f"env | grep -E '^(CERTD_|CERTD_SANDBOX)' | sort >> {shlex.quote(str(envs))}")
-    setup = make_setup(cert_toml("web", ["local.example.com"]), validity=3600, cloudflare_retries=0,
+    # Four hours: the clock moved into the last tenth plus the two backoffs (about 13 minutes)
+    # still leaves the renewed certificate inside its lifetime on that clock.
+    setup = make_setup(cert_toml("web", ["local.example.com"]), validity=4 * 3600, cloudflare_retries=0,
                        extra=f"[daemon]\nnotify_hook = {json.dumps(hook)}\n")
     clock = MovableClock()
     emulator = setup.world.emulator
@@ -162,7 +164,7 @@ def test_failing_in_last_tenth_of_life_is_loud_and_notifies(make_setup, tmp_path
         async with running_daemon(setup, clock) as daemon:
             assert await daemon.wait_for(lambda: "web" in daemon.results, 60)
             served = setup.current("web")
-            clock.advance(dt.timedelta(minutes=55))  # 5 minutes left of 60: the last tenth
+            clock.advance(dt.timedelta(minutes=217))  # 23 minutes left of 240: the last tenth
             emulator.inject_5xx(10_000, status=500, writes_only=True)
             caplog.clear()
             with caplog.at_level(logging.WARNING, logger="certd"):

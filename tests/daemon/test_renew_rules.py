@@ -255,3 +255,16 @@ def test_deployed_file_problems() -> None:
     unreadable = {**expected, "/a/privkey.pem": PermissionError(13, "Permission denied")}
     assert rules.deployed_file_problems(expected, unreadable) == ["/a/privkey.pem is unreadable (Permission denied)"]
     assert rules.deployed_file_problems(expected, dict(expected)) == []
+
+
+def test_renew_before_days_is_capped_at_half_the_lifetime() -> None:
+    """30 days before expiry of a 6-day certificate would be before it was issued: renewal
+    right after every issuance, one order after another."""
+    six_days = issued(dt.timedelta(days=6))
+    decision = rules.renewal_decision(cfg(renew_before_days=30), six_days, T0 + dt.timedelta(hours=1))
+    assert not decision.due and decision.renew_at == T0 + dt.timedelta(days=3)
+    late = rules.renewal_decision(cfg(renew_before_days=30), six_days, T0 + dt.timedelta(days=3, hours=1))
+    assert late.due and "more than half of this certificate's 6-day lifetime" in late.reason
+    # Within half the lifetime the setting is used as written.
+    ninety = issued(dt.timedelta(days=90))
+    assert rules.renewal_decision(cfg(renew_before_days=30), ninety, T0).renew_at == T0 + dt.timedelta(days=60)
