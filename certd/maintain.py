@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -241,7 +242,8 @@ class Maintainer:
             view.files_bad = True
             return "the current certificate is not deployed yet"
         expected = expected_files(view.cert_cfg, issued, self.config.state_dir)
-        problems = rules.deployed_file_problems(expected, read_files(expected))
+        problems = rules.deployed_file_problems(expected, read_files(expected)) \
+            or permission_problems(view.cert_cfg, self.config.state_dir)
         if problems:
             view.files_bad = True
             return "; ".join(problems)
@@ -495,6 +497,27 @@ def expected_files(cert_cfg: CertificateConfig, issued: IssuedCertificate, state
         for kind, path in target.paths().items():
             expected[path] = content[kind]
     return expected
+
+
+def permission_problems(cert_cfg: CertificateConfig, state_dir: str) -> list[str]:
+    """Target files whose mode or owner differ from the config (a privkey.pem someone made
+    world-readable, an `owner` set after the files were written)."""
+    from certd.fileio import resolve_owner
+
+    problems = []
+    for target in [deploy_mod.live_target(state_dir, cert_cfg.name), *cert_cfg.targets]:
+        uid, gid = resolve_owner(target.owner, target.group)
+        for kind, path in target.paths().items():
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue  # missing or unreadable files are reported by content
+            want = target.key_mode if kind == "privkey" else target.mode
+            if info.st_mode & 0o777 != want:
+                problems.append(f"{path} has mode {info.st_mode & 0o777:04o}, the config says {want:04o}")
+            elif (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid):
+                problems.append(f"{path} is not owned by {target.owner or ''}:{target.group or ''} as configured")
+    return problems
 
 
 def read_files(paths: dict[str, bytes]) -> dict[str, rules.FileContent]:

@@ -62,3 +62,18 @@ def test_lost_files_come_back_while_the_renewal_fails(make_setup, tmp_path: Path
     waiting = maintainer.check("web")
     assert waiting.action == "waiting"
     assert (target / "privkey.pem").exists()
+
+
+def test_a_private_key_made_world_readable_is_put_back_to_its_mode(make_setup, tmp_path: Path) -> None:
+    target = tmp_path / "ssl"
+    setup = make_setup(cert_toml("web", ["local.example.com"], target_dir=target), validity=3600)
+    maintainer = Maintainer(setup.config, setup.engine)
+    assert maintainer.check("web").action == "renewed"
+    (target / "privkey.pem").chmod(0o644)
+    dry = maintainer.check("web", dry_run=True)
+    assert dry.action == "would-redeploy" and "has mode 0644, the config says 0600" in dry.reason
+    fixed = maintainer.check("web")
+    assert fixed.action == "redeployed"
+    assert (target / "privkey.pem").stat().st_mode & 0o777 == 0o600
+    assert maintainer.check("web").action == "none"
+    assert len(setup.attempts("web")) == 1
