@@ -18,6 +18,7 @@ long as for a known id and timing does not tell which ids exist.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -25,7 +26,6 @@ import hashlib
 import hmac
 import secrets
 import string
-import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
