@@ -68,12 +68,14 @@ def issue_and_deploy(
     cancel: threading.Event | None = None, key: Future[PrivateKey] | None = None,
 ) -> RenewalResult:
     issued = issue_certificate(config, engine, name, dns=dns, replaces=replaces, cancel=cancel, key=key)
-    result = deploy_issued(config, engine, issued)
-    for step in POST_ISSUANCE_STEPS:
-        try:
-            step(config, engine, issued)
-        except Exception:  # a post-step must never lose the new certificate
-            log.exception("%s: post-issuance step %s failed", name, getattr(step, "__name__", step))
+    try:
+        result = deploy_issued(config, engine, issued)
+    finally:  # also when the files could not be written: the chain is known and fleets need it
+        for step in POST_ISSUANCE_STEPS:
+            try:
+                step(config, engine, issued)
+            except Exception:  # a post-step must never lose the new certificate
+                log.exception("%s: post-issuance step %s failed", name, getattr(step, "__name__", step))
     return RenewalResult(issued, result)
 
 

@@ -119,3 +119,34 @@ def test_pebble_chain_length_puts_every_intermediate_in_full(cf_world, tmp_path,
         assert len(inters) == len(set(served) - {_subject(pebble.roots()[0])})
         assert [s.subject for s in roots] == [_subject(pebble.roots()[0])]
         assert [role for role, _, _ in result.chain] == ["intermediate"] * len(served) + ["root"]
+
+
+def test_a_deploy_that_fails_still_records_the_chain_for_the_fleet(cf_world, pebble, tmp_path, monkeypatch) -> None:
+    """The certificate is issued and stored, its files cannot be written: the fleet bundles must
+    still learn its chain (chargers will be served it once the files are fixed)."""
+    import pytest
+
+    from certd import lifecycle
+    from certd.errors import DeployError
+
+    monkeypatch.setenv(TOKEN_ENV, cf_world.token)
+    anchors = tmp_path / "anchors"
+    _trust_pebble_roots(pebble, anchors)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the target directory should be\n")
+    trust = (f"[trust.anchor_sets]\npebble = {toml_str(anchors)}\n"
+             f'[[trust.bundles]]\nname = "fleet"\nanchors = "pebble"\n')
+    certs = (f'[[certificates]]\nname = "ocpp"\ndomains = ["{HOST}"]\n'
+             f'[[certificates.targets]]\nfullchain = {toml_str(blocker / "fullchain.pem")}\n')
+    text = sandbox_config_toml(cf_world, pebble, tmp_path / "state", certs, extra=trust)
+    config = parse_config(text, str(tmp_path / "certd.toml"))
+    upgrade(config.db_url)
+    engine = make_engine(config.db_url)
+    try:
+        with pytest.raises(DeployError, match="nothing was replaced"):
+            lifecycle.issue_and_deploy(config, engine, "ocpp")
+        with session_scope(engine) as session:
+            assert versions.latest(session, "fleet", "roots") is not None
+            assert versions.latest(session, "fleet", "full") is not None
+    finally:
+        engine.dispose()
