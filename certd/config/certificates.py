@@ -35,14 +35,17 @@ def normalize_domain(value: str) -> str:
 
 
 def _parse_mode(value: object) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value, 8)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not an octal file mode like \"0644\"") from exc
-    if not isinstance(value, int) or not 0 <= value <= 0o777:
+    """File modes are octal strings ("0640"). A bare TOML number is refused: `440` is decimal
+    440 (0670 in octal, a group-writable key), and `0o640` cannot be told apart from it."""
+    if not isinstance(value, str):
+        raise ValueError(f"write file modes as quoted octal strings like \"0640\", not {value!r}")
+    try:
+        mode = int(value, 8)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an octal file mode like \"0644\"") from exc
+    if not 0 <= mode <= 0o777:
         raise ValueError(f"{value!r} is not a file mode between 0000 and 0777")
-    return value
+    return mode
 
 
 class TargetConfig(Section):

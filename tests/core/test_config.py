@@ -97,3 +97,14 @@ def test_token_sources_are_exclusive() -> None:
 def test_examples_are_valid(example: str) -> None:
     config = load_config(EXAMPLES / example)
     assert config.certificates, f"{example} configures no certificate"
+
+
+def test_file_modes_must_be_quoted_octal_strings() -> None:
+    """`key_mode = 440` is decimal 440 = 0670 in octal (a group-writable key): refused."""
+    cert = '[[certificates]]\nname = "a"\ndomains = ["a.example.com"]\n'
+    for raw in ("440", "400", "0o440", "true"):
+        message = error_of(cert + f'targets = [{{ privkey = "/k.pem", key_mode = {raw} }}]\n')
+        assert "key_mode" in message and 'quoted octal strings like "0640"' in message, message
+    config = parse_config(cert + 'targets = [{ privkey = "/k.pem", key_mode = "0440", mode = "0640" }]\n')
+    target = config.certificates[0].targets[0]
+    assert (target.key_mode, target.mode) == (0o440, 0o640)
