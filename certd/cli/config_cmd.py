@@ -1,26 +1,62 @@
-"""`certd check-config`: validate the file and the secrets it points at, change nothing."""
+"""`certd check-config`: validate the file and everything it points at, change nothing.
+
+It runs the same checks the commands that use each part run at their start (so a
+config it calls OK does not fail later at `certd run`): every secret readable and
+owner-only, every cross-reference between sections known, every file it names present.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from certd.cli import context
+from certd.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("check-config", help="validate the config file and secrets")
+    parser = subparsers.add_parser("check-config", help="validate the config file, its secrets and references")
     parser.set_defaults(func=_check)
 
 
 def _check(args: argparse.Namespace) -> int:
+    from certd.config.ocpp import listener_certificate_errors
     from certd.secrets import read_secret
+    from certd.trust.rollover_store import gate_specs
+    from certd.trust.track import covered_names
 
     config = context.load(args)
     cf = config.cloudflare
     read_secret(env=cf.token_env, file=cf.api_token_file, what="Cloudflare API token")
     read_secret(env=cf.zone_token_env, file=cf.zone_token_file,
                 what="Cloudflare zone-read token", required=False)
+    if config.acme.eab:
+        read_secret(env=config.acme.eab.hmac_key_env, file=config.acme.eab.hmac_key_file,
+                    what="ACME EAB HMAC key")
+    for registry in config.trust.registries:
+        read_secret(env=registry.hmac_secret_env, file=registry.hmac_secret_file,
+                    what=f"HMAC secret of registry {registry.name}")
+        if registry.auth_env or registry.auth_file:
+            read_secret(env=registry.auth_env, file=registry.auth_file,
+                        what=f"auth header of registry {registry.name}")
+    errors = listener_certificate_errors(config.ocpp, [c.name for c in config.certificates])
+    for index, registry in enumerate(config.trust.registries):
+        if registry.ca_file and not Path(registry.ca_file).is_file():
+            errors.append(f"trust.registries[{index}].ca_file: {registry.ca_file} does not exist")
+    for index, root in enumerate(config.ocpp.trust_roots):
+        if not Path(root).exists():
+            errors.append(f"ocpp.trust_roots[{index}]: {root} does not exist")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    for bundle in config.trust.bundles:
+        covered_names(config, bundle)  # ConfigError with the key path of an unknown name
+    gate_specs(config)  # ConfigError for rollover overrides naming unknown listeners or bundles
+
     print(f"config OK: {len(config.certificates)} certificate(s), database {config.db_url.split('://')[0]}")
     for cert in config.certificates:
         print(f"  {cert.name}: {', '.join(cert.domains)} ({cert.key_type}, {len(cert.targets)} target(s))")
+    for listener in config.ocpp.listeners:
+        print(f"  OCPP listener {listener.label}: port {listener.port}, {', '.join(listener.certificates)}")
+    for registry in config.trust.registries:
+        print(f"  fleet registry {registry.name}: secrets readable")
     return 0
