@@ -10,6 +10,7 @@ import logging
 import threading
 
 import josepy as jose
+import requests
 import sqlalchemy as sa
 from acme import client as acme_client
 from acme import errors as acme_errors
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import select
 
 from certd import __version__
-from certd.acme.order import RetryAfterAwareNetwork
+from certd.acme.order import RateLimited, RateLimitedResponse, RetryAfterAwareNetwork, problem_message
 from certd.config import Config
 from certd.errors import IssuanceError
 from certd.keys import key_to_pem, load_key
@@ -107,7 +108,7 @@ def acme_client_for(config: Config, engine: sa.Engine) -> acme_client.ClientV2:
         if account.registration_json:
             net.account = messages.RegistrationResource.json_loads(account.registration_json)
             return client
-        regr = _register(config, client, jwk)
+        regr = _register_translating_errors(config, client, jwk)
         net.account = regr
         with session_scope(engine) as session:
             stored = session.get(AcmeAccount, account.id)
@@ -128,6 +129,29 @@ def forget_registration(engine: sa.Engine, directory_url: str) -> None:
             account.registration_json = None
             session.add(account)
     log.warning("the CA at %s no longer knows certd's account; registering it again", directory_url)
+
+
+def _register_translating_errors(config: Config, client: acme_client.ClientV2,
+                                 jwk: jose.JWK) -> messages.RegistrationResource:
+    """`_register` with the `acme` library's and requests' errors turned into certd's.
+
+    A rateLimited newAccount must come out as RateLimited with the CA's Retry-After,
+    or the daemon retries on its own schedule instead of the CA's.
+    """
+    url = config.acme.directory_url
+    try:
+        return _register(config, client, jwk)
+    except RateLimitedResponse as exc:
+        raise RateLimited(f"the CA at {url} rate-limited account registration: "
+                          f"{problem_message(exc.problem)}", exc.retry_after) from None
+    except messages.Error as exc:
+        raise IssuanceError(f"ACME account registration at {url} failed "
+                            f"({exc.code or exc.typ}): {problem_message(exc)}") from None
+    except acme_errors.Error as exc:
+        raise IssuanceError(f"ACME account registration at {url} failed: {exc}") from None
+    except requests.RequestException as exc:
+        raise IssuanceError(f"ACME server {url} unreachable during account registration: "
+                            f"{type(exc).__name__}: {exc}") from None
 
 
 def _register(config: Config, client: acme_client.ClientV2,

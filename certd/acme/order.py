@@ -18,6 +18,7 @@ from acme import challenges, messages
 from acme import client as acme_client
 from acme import errors as acme_errors
 
+from certd.acme.ari import parse_retry_after
 from certd.dns.challenges import challenge_name
 from certd.errors import IssuanceError
 
@@ -55,10 +56,10 @@ class RetryAfterAwareNetwork(acme_client.ClientNetwork):
         except messages.Error as problem:
             if problem.code != "rateLimited":
                 raise
-            retry_after = None
-            if "Retry-After" in response.headers:
-                local = acme_client.ClientV2.retry_after(response, 0)  # naive local time
-                retry_after = dt.datetime.now(dt.timezone.utc) + (local - dt.datetime.now())
+            # Both forms (seconds, HTTP date) as aware UTC: acme's ClientV2.retry_after gives a
+            # naive UTC time for dates, which read as local time is off by the UTC offset.
+            retry_after = parse_retry_after(response.headers.get("Retry-After"),
+                                            dt.datetime.now(dt.timezone.utc))
             raise RateLimitedResponse(problem, retry_after) from problem
 
 
@@ -83,7 +84,7 @@ class OrderOutcome:
     profile: str | None = None
 
 
-def _problem_message(problem: messages.Error | None) -> str:
+def problem_message(problem: messages.Error | None) -> str:
     if problem is None:
         return "no detail given"
     text = problem.detail or problem.description or str(problem.typ)
@@ -141,7 +142,7 @@ class AcmeOrder:
             self._wait_authorizations(pending, deadline)
             return self._finalize(orderr, deadline, profile)
         except RateLimitedResponse as exc:
-            raise RateLimited(f"the CA rate-limited this order: {_problem_message(exc.problem)}",
+            raise RateLimited(f"the CA rate-limited this order: {problem_message(exc.problem)}",
                               exc.retry_after) from None
         except messages.Error as exc:
             raise self._translate(exc, replaces) from None
@@ -200,7 +201,7 @@ class AcmeOrder:
                 if status == messages.STATUS_VALID:
                     continue
                 if status == messages.STATUS_INVALID:
-                    errors = [_problem_message(c.error) for c in updated.body.challenges if c.error]
+                    errors = [problem_message(c.error) for c in updated.body.challenges if c.error]
                     raise IssuanceError(
                         f"validation failed for {updated.body.identifier.value}: "
                         f"{'; '.join(errors) or 'no detail given'}"
@@ -226,7 +227,7 @@ class AcmeOrder:
                               for url in self._client._get_links(response, "alternate")]  # noqa: SLF001
                 return OrderOutcome(response.text, alternates, profile)
             if body.status == messages.STATUS_INVALID:
-                raise IssuanceError(f"the CA refused to issue: {_problem_message(body.error)}")
+                raise IssuanceError(f"the CA refused to issue: {problem_message(body.error)}")
             if self._clock() >= deadline:
                 raise IssuanceError(f"order still {body.status} after {self._timeout:.0f}s")
             delay = self._backoff(delay, response, deadline)
@@ -238,7 +239,7 @@ class AcmeOrder:
 
     @staticmethod
     def _translate(exc: messages.Error, replaces: str | None) -> IssuanceError:
-        text = _problem_message(exc)
+        text = problem_message(exc)
         if exc.code == "rateLimited":
             return RateLimited(f"the CA rate-limited this order: {text}", None)
         if exc.code == "accountDoesNotExist":

@@ -73,6 +73,27 @@ def _error_text(exc: cloudflare.APIStatusError) -> str:
     return "; ".join(parts) or f"HTTP {exc.status_code}"
 
 
+def _zone_covers(zone_name: str, name: str) -> bool:
+    return name == zone_name or name.endswith("." + zone_name)
+
+
+class _TokenOnlyCloudflare(cloudflare.Cloudflare):
+    """SDK client that authenticates with its API token and nothing else.
+
+    The SDK fills api_key, api_email and user_service_key from CLOUDFLARE_API_KEY,
+    CLOUDFLARE_EMAIL and CLOUDFLARE_API_USER_SERVICE_KEY when they are None and sends
+    them *instead of* the Bearer token: a leftover global key would replace the scoped
+    token (full account rights), a lone email breaks every call. `copy()` and
+    `with_options()` build clients through this class too, so they stay token-only.
+    """
+
+    def __init__(self, *, api_token: str, **options: Any) -> None:
+        super().__init__(api_token=api_token, **options)
+        self.api_key = None
+        self.api_email = None
+        self.user_service_key = None
+
+
 class CloudflareDNS:
     """Zones and DNS records through a scoped API token (optionally a separate zone-read token)."""
 
@@ -84,10 +105,10 @@ class CloudflareDNS:
         options: dict[str, Any] = {"timeout": timeout}
         if base_url:
             options["base_url"] = base_url
-        self._client = cloudflare.Cloudflare(api_token=api_token, max_retries=max_retries, **options)
+        self._client = _TokenOnlyCloudflare(api_token=api_token, max_retries=max_retries, **options)
         self._writer = self._client.with_options(max_retries=0)
         self._zone_client = (
-            cloudflare.Cloudflare(api_token=zone_token, max_retries=max_retries, **options)
+            _TokenOnlyCloudflare(api_token=zone_token, max_retries=max_retries, **options)
             if zone_token else self._client
         )
         self._max_write_attempts = max_retries + 1
@@ -96,40 +117,55 @@ class CloudflareDNS:
         threading.Thread(target=self._load_sdk_resources, name="cloudflare-sdk-import", daemon=True).start()
         self._sleep = sleep
         self._zones: list[Zone] | None = None
+        self._inactive_zones: list[tuple[str, str]] = []  # (name, status)
 
     def _load_sdk_resources(self) -> None:
         _ = self._zone_client.zones, self._client.dns.records, self._writer.dns.records
 
     # -- zones ---------------------------------------------------------------
     def zones(self) -> list[Zone]:
-        """Active zones the token can see (cached for this adapter's life)."""
+        """Active zones the token can see (cached for this adapter's life).
+
+        A pending, initializing or moved zone is not served by Cloudflare's nameservers:
+        records put there would be invisible, so such zones are left out (and named in
+        `find_zone`'s error).
+        """
         if self._zones is None:
             try:
-                self._zones = [
-                    Zone(id=z.id, name=z.name.lower())
-                    for z in self._zone_client.zones.list(per_page=50)
-                ]
+                listed = list(self._zone_client.zones.list(per_page=50))
             except cloudflare.APIStatusError as exc:
                 raise self._translate(exc, "list zones", "Zone:Read") from None
             except cloudflare.APIConnectionError as exc:
                 raise DNSProviderError(f"Cloudflare API unreachable while listing zones: {exc}") from None
+            # A zone without a status (not seen on the real API) is taken as active.
+            self._zones = [Zone(id=z.id, name=z.name.lower()) for z in listed
+                           if z.status in (None, "active")]
+            self._inactive_zones = [(z.name.lower(), str(z.status)) for z in listed
+                                    if z.status not in (None, "active")]
         return self._zones
 
     def find_zone(self, fqdn: str) -> Zone:
-        """The zone whose name is the longest suffix of `fqdn`."""
+        """The active zone whose name is the longest suffix of `fqdn`."""
         name = fqdn.lower().rstrip(".").removeprefix("*.")
         best: Zone | None = None
         for zone in self.zones():
-            if name == zone.name or name.endswith("." + zone.name):
+            if _zone_covers(zone.name, name):
                 if best is None or len(zone.name) > len(best.name):
                     best = zone
+        skipped = [f"{zone} ({status})" for zone, status in self._inactive_zones
+                   if _zone_covers(zone, name) and (best is None or len(zone) > len(best.name))]
         if best is None:
             visible = ", ".join(z.name for z in self.zones()) or "none"
+            not_active = (f"; skipped because not active on Cloudflare: {', '.join(skipped)}"
+                          if skipped else "")
             raise DNSProviderError(
-                f"no Cloudflare zone for {name}: the API token cannot see it "
-                f"(zones visible: {visible}). Give the token Zone:Read and DNS:Edit on that zone, "
-                f"or set a zone-read token."
+                f"no active Cloudflare zone for {name}: the API token cannot see it "
+                f"(active zones visible: {visible}{not_active}). Give the token Zone:Read and "
+                f"DNS:Edit on that zone, or set a zone-read token."
             )
+        if skipped:
+            log.info("Cloudflare: %s goes to zone %s; skipped zone(s) not active: %s",
+                     name, best.name, ", ".join(skipped))
         return best
 
     # -- records -------------------------------------------------------------

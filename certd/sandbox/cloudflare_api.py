@@ -38,6 +38,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 _ZONE_NAME_OPS = ("not_equal", "equal", "starts_with_case_sensitive", "ends_with_case_sensitive",
                   "contains_case_sensitive", "starts_with", "ends_with", "contains")
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_AUTH_HEADERS = ("Authorization", "X-Auth-Email", "X-Auth-Key", "X-Auth-User-Service-Key")
 
 # Codes seen on the real API (sources in parentheses):
 _AUTH_ERROR = (10000, "Authentication error")  # 403, token lacks permission or zone (terraform-provider-cloudflare#3292)
@@ -56,6 +57,8 @@ class ApiRequest:
     status: int
     token_id: str | None
     at: float
+    # Names (never values) of the authentication headers sent: proves a client used only its token.
+    auth_headers: tuple[str, ...] = ()
 
     @property
     def is_write(self) -> bool:
@@ -356,7 +359,9 @@ class CloudflareEmulator:
                         response = self._fault_response(late)
             except ApiError as exc:
                 response = _json_response(exc.status, _envelope(errors=exc.errors))
-        self._log_request(ApiRequest(method, path, query_text, response.status, token_id, time.monotonic()))
+        sent_auth = tuple(name for name in _AUTH_HEADERS if headers.get(name) is not None)
+        self._log_request(ApiRequest(method, path, query_text, response.status, token_id, time.monotonic(),
+                                     sent_auth))
         return response
 
     @staticmethod
