@@ -8,6 +8,8 @@ import json
 from certd.cli import context
 
 FLAVOUR_CHOICES = ("roots", "full")
+# `certd bundle refresh`: an export could not be written or a registry did not accept a delivery.
+EXIT_REFRESH_INCOMPLETE = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     export.add_argument("--version", type=int, metavar="N", help="version number (default: latest)")
     export.set_defaults(func=_export)
 
-    refresh = sub.add_parser("refresh", help="recompute bundles now (after a config change; drops expired CAs)")
+    refresh = sub.add_parser("refresh", help="recompute bundles now (after a config change; drops expired CAs), "
+                             "rewrite missing or stale exports; exit 1 if an export or delivery fails")
     refresh.add_argument("names", nargs="*", metavar="NAME")
     refresh.add_argument("--no-push", action="store_true", help="queue registry deliveries, don't send")
     refresh.set_defaults(func=_refresh, default_log_level="info")
@@ -151,10 +154,12 @@ def _export(args: argparse.Namespace) -> int:
     for path in export_version(version, args.format, args.out, bundle.quectel):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     if args.format == "quectel":
+        from certd.trust.export import quectel_local_name
         from certd.trust.quectel import format_checksum, xor16
 
         data = version.pem.encode()
-        print(f"upload {bundle.quectel.file_name}: {len(data)} bytes; the module must answer "
+        print(f"upload {quectel_local_name(version, bundle.quectel)} as UFS:{bundle.quectel.file_name}: "
+              f"{len(data)} bytes; the module must answer "
               f"+QFUPL: {len(data)},{format_checksum(xor16(data))}")
     return 0
 
@@ -180,4 +185,9 @@ def _refresh(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     for report in result.deliveries:
         print(f"delivery {report.line()}")
+    if result.failed:
+        print(f"incomplete: {len(result.export_failures)} export(s) not written, "
+              f"{len(result.undelivered)} delivery(ies) not accepted (exit {EXIT_REFRESH_INCOMPLETE}; "
+              "run `certd bundle refresh` again to rewrite exports, `certd fleet push` to resend)")
+        return EXIT_REFRESH_INCOMPLETE
     return 0

@@ -33,6 +33,9 @@ class IssuanceChains:
     issued_at: dt.datetime
     leaf_not_after: dt.datetime
     chains: tuple[tuple[ChainLink, ...], ...]  # [0] = served chain, then alternates
+    # Current, deployed or served by a listener (rollover gate): chargers may be verifying this
+    # chain right now, so it stays in the bundle while its leaf is valid, whatever its age.
+    in_use: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,12 @@ def content_hash(pem: str) -> str:
 def select_issuances(
     issuances: Iterable[IssuanceChains], now: dt.datetime, recent_days: float,
 ) -> list[IssuanceChains]:
-    """The latest issuance per name, plus younger ones (within `recent_days`) whose leaf is valid."""
+    """The latest issuance per name, plus valid ones that are in use or younger than `recent_days`.
+
+    An issuance still in use can be older than `recent_days` (a rollover gate holding the new
+    certificate back, a failed deploy, a 1-year certificate renewed after 8 months): dropping its
+    CAs would lock out the chargers that verify the chain the listener still serves.
+    """
     horizon = now - dt.timedelta(days=recent_days)
     latest: dict[str, IssuanceChains] = {}
     for item in issuances:
@@ -141,7 +149,7 @@ def select_issuances(
             latest[item.name] = item
     chosen = {i.issued_id: i for i in latest.values()}
     for item in issuances:
-        if item.issued_at >= horizon and item.leaf_not_after > now:
+        if (item.in_use or item.issued_at >= horizon) and item.leaf_not_after > now:
             chosen.setdefault(item.issued_id, item)
     return sorted(chosen.values(), key=lambda i: (i.name, i.issued_at, i.issued_id))
 

@@ -40,49 +40,86 @@ def _stem(version: VersionToExport) -> str:
     return f"{version.bundle}-{version.flavour}"
 
 
-def _write(path: Path, data: bytes, written: list[Path]) -> None:
-    atomic_write(path, data, mode=0o644)
-    written.append(path)
+def quectel_local_name(version: VersionToExport, cfg: QuectelConfig) -> str:
+    """The kit's CA file on disk: per bundle and flavour, so two kits can share a directory.
+
+    The module still stores it as ``UFS:<file_name>``; only the local copy is named apart
+    (two kits writing one ``ca.pem`` would leave one AT script expecting the other's size).
+    """
+    return f"{_stem(version)}.{cfg.file_name}"
+
+
+def render(version: VersionToExport, fmt: str, quectel: QuectelConfig | None = None) -> dict[str, bytes]:
+    """The files format `fmt` consists of, by name: what `export_version` writes."""
+    if fmt not in FORMATS:
+        raise TrustError(f"unknown export format {fmt!r} (use one of {', '.join(FORMATS)})")
+    data = version.pem.encode("ascii")
+    if fmt == "pem":
+        return {f"{_stem(version)}.pem": data}
+    if fmt == "manifest":
+        text = json.dumps(version.manifest, indent=2, sort_keys=True) + "\n"
+        return {f"{_stem(version)}.manifest.json": text.encode()}
+    if fmt == "der":
+        files: dict[str, bytes] = {}
+        for cert in parse_pem_bundle(version.pem, f"bundle {version.bundle}"):
+            base = f"{_der_prefix(version)}{_slug(cert.common_name)}-{cert.fingerprint[:12]}"
+            files[base + ".der"] = cert.der
+            files[base + ".pem"] = cert.pem.encode()
+        return files
+    cfg = quectel or QuectelConfig()
+    local = quectel_local_name(version, cfg)
+    script = provisioning_script(
+        data, cfg, bundle=version.bundle, flavour=version.flavour, version=version.seq,
+        sha256=version.sha256, count=version.pem.count("BEGIN CERTIFICATE"), local_name=local,
+    )
+    return {local: data, f"{_stem(version)}.quectel.at": script.text.encode()}
+
+
+def _der_prefix(version: VersionToExport) -> str:
+    return f"{_stem(version)}-ca-"
+
+
+def _stale(version: VersionToExport, fmt: str, out: Path, keep: dict[str, bytes]) -> list[Path]:
+    """Files of an earlier der export of this bundle that this version no longer has."""
+    if fmt != "der":
+        return []
+    return [p for p in out.glob(f"{_der_prefix(version)}*")
+            if p.name not in keep and p.suffix in (".der", ".pem")]
 
 
 def export_version(
     version: VersionToExport, fmt: str, out_dir: str | Path, quectel: QuectelConfig | None = None,
 ) -> list[Path]:
     """Write `version` in format `fmt` into `out_dir`; returns the files written."""
-    if fmt not in FORMATS:
-        raise TrustError(f"unknown export format {fmt!r} (use one of {', '.join(FORMATS)})")
+    files = render(version, fmt, quectel)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrustError(f"cannot create export directory {out}: {exc.strerror}") from None
-    data = version.pem.encode("ascii")
     written: list[Path] = []
     try:
-        if fmt == "pem":
-            _write(out / f"{_stem(version)}.pem", data, written)
-        elif fmt == "manifest":
-            text = json.dumps(version.manifest, indent=2, sort_keys=True) + "\n"
-            _write(out / f"{_stem(version)}.manifest.json", text.encode(), written)
-        elif fmt == "der":
-            prefix = f"{_stem(version)}-ca-"
-            keep: set[str] = set()
-            for cert in parse_pem_bundle(version.pem, f"bundle {version.bundle}"):
-                base = f"{prefix}{_slug(cert.common_name)}-{cert.fingerprint[:12]}"
-                for suffix, blob in ((".der", cert.der), (".pem", cert.pem.encode())):
-                    _write(out / (base + suffix), blob, written)
-                    keep.add(base + suffix)
-            for stale in out.glob(f"{prefix}*"):
-                if stale.name not in keep and stale.suffix in (".der", ".pem"):
-                    stale.unlink()
-        else:
-            cfg = quectel or QuectelConfig()
-            script = provisioning_script(
-                data, cfg, bundle=version.bundle, flavour=version.flavour, version=version.seq,
-                sha256=version.sha256, count=version.pem.count("BEGIN CERTIFICATE"),
-            )
-            _write(out / cfg.file_name, data, written)
-            _write(out / f"{_stem(version)}.quectel.at", script.text.encode(), written)
+        for name, blob in files.items():
+            atomic_write(out / name, blob, mode=0o644)
+            written.append(out / name)
+        for stale in _stale(version, fmt, out, files):
+            stale.unlink()
     except OSError as exc:
         raise TrustError(f"cannot write bundle export in {out}: {exc.strerror}") from None
     return written
+
+
+def export_is_current(
+    version: VersionToExport, fmt: str, out_dir: str | Path, quectel: QuectelConfig | None = None,
+) -> bool:
+    """Whether `out_dir` holds exactly this version's files (a missing or stale file: no)."""
+    files = render(version, fmt, quectel)
+    out = Path(out_dir)
+    try:
+        for name, blob in files.items():
+            path = out / name
+            if path.stat().st_size != len(blob) or path.read_bytes() != blob:
+                return False
+        return not _stale(version, fmt, out, files)
+    except OSError:
+        return False

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
 FIRST_DELAY = 30.0
 MAX_DELAY = 6 * 3600.0
+# 30 s * 4**5 already exceeds MAX_DELAY; a bigger exponent would only overflow the float.
+MAX_BACKOFF_EXPONENT = 8
 LEASE_MARGIN = 5.0
 
 Sender = Callable[[RegistryConfig, bytes, str], PostOutcome]
@@ -40,7 +42,8 @@ Sender = Callable[[RegistryConfig, bytes, str], PostOutcome]
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> dt.timedelta:
     """Pure backoff: 30 s, 2 min, 8 min, 32 min, ... capped at 6 h; a longer Retry-After wins."""
-    seconds = min(FIRST_DELAY * 4 ** max(attempts - 1, 0), MAX_DELAY)
+    exponent = min(max(attempts - 1, 0), MAX_BACKOFF_EXPONENT)
+    seconds = min(FIRST_DELAY * 4 ** exponent, MAX_DELAY)
     if retry_after is not None:
         seconds = min(max(seconds, retry_after), MAX_DELAY)
     return dt.timedelta(seconds=seconds)
@@ -173,6 +176,29 @@ def _record(engine: sa.Engine, delivery_id: int, attempt_id: int, result: PostOu
                               result.outcome, result.status, result.detail, next_at)
 
 
+def safe_failure(registry: RegistryConfig, exc: Exception) -> str:
+    """Why a send failed, for the store, the log and reports, without any header value.
+
+    certd's own errors name where a secret comes from, never its value; any other exception's
+    text may quote a header (http.client puts the whole value in its ValueError), so only its
+    type is named.
+    """
+    if isinstance(exc, CertdError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot send to registry {registry.name}: {type(exc).__name__} ({exc.strerror})"
+    return (f"cannot send to registry {registry.name}: {type(exc).__name__} "
+            "(details withheld: they may contain a header value)")
+
+
+def _send(sender: Sender, registry: RegistryConfig, delivery: TrustDelivery) -> PostOutcome:
+    """One send; any failure becomes a retry with backoff, so a broken registry never jams the rest."""
+    try:
+        return sender(registry, delivery.body.encode(), delivery.idempotency_key)
+    except Exception as exc:  # noqa: BLE001 - per row: record, back off, go on with the others
+        return PostOutcome("retry", None, safe_failure(registry, exc))
+
+
 def deliver(
     config: Config, engine: sa.Engine, *, now: dt.datetime | None = None, force: bool = False,
     ids: list[int] | None = None, sender: Sender = http.post,
@@ -202,10 +228,7 @@ def deliver(
         if claimed is None:
             continue  # another process holds it or delivered it meanwhile
         delivery, attempt_id = claimed
-        try:
-            result = sender(registry, delivery.body.encode(), delivery.idempotency_key)
-        except CertdError as exc:  # a missing secret: keep the row, report why
-            result = PostOutcome("retry", None, str(exc))
+        result = _send(sender, registry, delivery)
         report = _record(engine, delivery_id, attempt_id, result, now)
         level = logging.INFO if report.outcome == "accepted" else logging.WARNING
         log.log(level, "fleet registry delivery %s", report.line())

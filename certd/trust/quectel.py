@@ -40,21 +40,23 @@ class QuectelScript:
 
 def provisioning_script(
     data: bytes, cfg: QuectelConfig, *, bundle: str, flavour: str, version: int, sha256: str,
-    count: int,
+    count: int, local_name: str | None = None,
 ) -> QuectelScript:
-    """The AT lines that put `data` on the module and point SSL context `cfg.ssl_context` at it."""
+    """The AT lines that put `data` (the local file `local_name`) on the module as `cfg.file_name`
+    and point SSL context `cfg.ssl_context` at it."""
     ufs = f"UFS:{cfg.file_name}"
     ctx = cfg.ssl_context
     size = len(data)
     checksum = format_checksum(xor16(data))
+    local = local_name or cfg.file_name
     lines = [
         f"# certd: Quectel provisioning for bundle {bundle} ({flavour}) v{version}",
         f"# {count} CA certificate(s), sha256 {sha256}",
-        f"# file {cfg.file_name}: {size} bytes, 16-bit XOR checksum {checksum}",
+        f"# file {local} (stored on the module as {ufs}): {size} bytes, 16-bit XOR checksum {checksum}",
         "#",
         "# 1. Remove the previous file (answers +CME ERROR when there is none: that is fine).",
         f'AT+QFDEL="{ufs}"',
-        f"# 2. Upload: after CONNECT send exactly the {size} bytes of {cfg.file_name}, nothing more.",
+        f"# 2. Upload: after CONNECT send exactly the {size} bytes of {local}, nothing more.",
         f'AT+QFUPL="{ufs}",{size},{cfg.upload_timeout}',
         f"# expect: +QFUPL: {size},{checksum}",
         "#    (a different size or checksum means a corrupted upload: delete the file and upload again)",

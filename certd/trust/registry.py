@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 
 from certd import __version__
 from certd.config.trust import RegistryConfig
+from certd.errors import SecretError
 from certd.secrets import read_secret
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -38,6 +39,36 @@ class PostOutcome:
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def checked_header_value(value: str, what: str) -> str:
+    """`value` if it is one line of printable ASCII; else an error that never repeats it.
+
+    http.client would raise a ValueError quoting the whole value (a bearer token) for a
+    line break, and a UnicodeEncodeError for other characters.
+    """
+    for char in value:
+        if char != "\t" and not " " <= char <= "~":
+            kind = "a line break" if char in "\r\n" else f"the character U+{ord(char):04X}"
+            raise SecretError(f"{what} contains {kind}: a header value must be one line of "
+                              "printable ASCII (the value is not shown)")
+    return value
+
+
+def _source(env: str | None, file: str | None) -> str:
+    return f"file {file}" if file else f"environment variable {env}"
+
+
+def _tls_context(registry: RegistryConfig) -> ssl.SSLContext | PostOutcome:
+    """The TLS context for an https registry; an unreadable ca_file is a retry that names the file."""
+    try:
+        return ssl.create_default_context(cafile=registry.ca_file)
+    except ssl.SSLError as exc:
+        why = exc.reason or type(exc).__name__
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+    return PostOutcome("retry", None, f"cannot load ca_file {registry.ca_file} of registry "
+                                      f"{registry.name}: {why}")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -86,11 +117,15 @@ def post(registry: RegistryConfig, body: bytes, idempotency_key: str) -> PostOut
         auth = read_secret(env=registry.auth_env, file=registry.auth_file,
                            what=f"auth header of registry {registry.name}")
         assert auth is not None
-        headers[registry.auth_header] = auth
+        headers[registry.auth_header] = checked_header_value(
+            auth, f"auth header of registry {registry.name} (from "
+                  f"{_source(registry.auth_env, registry.auth_file)})")
     request = urllib.request.Request(registry.url, data=body, headers=headers, method="POST")
     handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
     if registry.url.startswith("https://"):
-        context = ssl.create_default_context(cafile=registry.ca_file)
+        context = _tls_context(registry)
+        if isinstance(context, PostOutcome):
+            return context
         handlers.append(urllib.request.HTTPSHandler(context=context))
     opener = urllib.request.build_opener(*handlers)
     try:

@@ -23,6 +23,7 @@ from certd.config.trust import DEFAULT_ANCHOR_SET, BundleConfig
 from certd.errors import ConfigError
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.rollover import RolloverGate
 from certd.store.trust import TrustBundleVersion, TrustCaCertificate, TrustChainLink
 from certd.store.types import utcnow
 from certd.trust import TrustError, UnanchoredChainError, outbox, versions
@@ -32,7 +33,7 @@ from certd.trust.bundles import (
 )
 from certd.trust.certs import CaCert, parse_pem_bundle
 from certd.trust.chains import AnchorSet, ChainLink, build_path
-from certd.trust.export import export_version
+from certd.trust.export import export_is_current, export_version
 from certd.trust.quectel import format_checksum, xor16
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,17 @@ class TrackResult:
     deliveries: list[outbox.DeliveryReport] = field(default_factory=list)
     exported: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    export_failures: list[str] = field(default_factory=list)  # also in `warnings`
+
+    @property
+    def undelivered(self) -> list[outbox.DeliveryReport]:
+        """Deliveries tried now that a registry did not accept (retry or rejected)."""
+        return [d for d in self.deliveries if d.outcome != "accepted"]
+
+    @property
+    def failed(self) -> bool:
+        """An export could not be written or a delivery tried now was not accepted."""
+        return bool(self.export_failures or self.undelivered)
 
     @property
     def changed(self) -> bool:
@@ -175,10 +187,25 @@ def record_chains(
     return tuple(resolved[i] for i in sorted(resolved))
 
 
-def _issuance_rows(session: Session, names: list[str], horizon: dt.datetime) -> list[IssuedCertificate]:
-    """Issuances young enough to matter, plus each name's current and newest one."""
+def _in_use_ids(session: Session, names: list[str]) -> set[int]:
+    """Issuances something still uses: current, deployed, or served/pending at a rollover gate."""
+    ids: set[int | None] = set()
+    for name in names:
+        managed = session.get(ManagedCertificate, name)
+        if managed is not None:
+            ids.update((managed.current_id, managed.deployed_id))
+    gates = session.exec(select(RolloverGate).where(RolloverGate.cert_name.in_(names))).all()  # type: ignore[attr-defined]
+    for gate in gates:
+        ids.update((gate.served_id, gate.pending_id))
+    return {i for i in ids if i is not None}
+
+
+def _issuance_rows(
+    session: Session, names: list[str], horizon: dt.datetime,
+) -> tuple[list[IssuedCertificate], set[int]]:
+    """Issuances young enough to matter, each name's newest one and those in use (with their ids)."""
     if not names:
-        return []
+        return [], set()
     rows = {r.id: r for r in session.exec(select(IssuedCertificate).where(
         IssuedCertificate.name.in_(names), IssuedCertificate.issued_at >= horizon)).all()}  # type: ignore[attr-defined]
     for name in names:
@@ -187,12 +214,12 @@ def _issuance_rows(session: Session, names: list[str], horizon: dt.datetime) -> 
                                         IssuedCertificate.id.desc())).first()  # type: ignore[union-attr]
         if newest is not None:
             rows[newest.id] = newest
-        managed = session.get(ManagedCertificate, name)
-        if managed is not None and managed.current_id is not None and managed.current_id not in rows:
-            current = session.get(IssuedCertificate, managed.current_id)
-            if current is not None:
-                rows[current.id] = current
-    return sorted(rows.values(), key=lambda r: r.id or 0)
+    in_use = _in_use_ids(session, names)
+    for issued_id in in_use - set(rows):
+        row = session.get(IssuedCertificate, issued_id)
+        if row is not None and row.name in names:
+            rows[row.id] = row
+    return sorted(rows.values(), key=lambda r: r.id or 0), in_use
 
 
 def _issuance_chains(
@@ -200,7 +227,8 @@ def _issuance_chains(
     warnings: list[str], strict_id: int | None,
 ) -> list[IssuanceChains]:
     result = []
-    for row in _issuance_rows(session, names, now - dt.timedelta(days=recent_days)):
+    rows, in_use = _issuance_rows(session, names, now - dt.timedelta(days=recent_days))
+    for row in rows:
         try:
             chains = record_chains(session, row, anchors, warnings)
         except TrustError as exc:
@@ -211,7 +239,8 @@ def _issuance_chains(
         result.append(IssuanceChains(
             issued_id=row.id or 0, name=row.name,
             domains=tuple(d for d in row.domains.split(",") if d),
-            issued_at=row.issued_at, leaf_not_after=row.not_after, chains=chains))
+            issued_at=row.issued_at, leaf_not_after=row.not_after, chains=chains,
+            in_use=row.id in in_use))
     return result
 
 
@@ -254,19 +283,36 @@ def _recompute(
 
 
 def _write_exports(config: Config, changes: list[BundleChange], engine: sa.Engine,
-                   result: TrackResult) -> None:
-    for change in changes:
-        bundle = config.trust.bundle(change.bundle)
-        for export in bundle.exports:
-            if export.flavour != change.flavour:
+                   result: TrackResult, bundles: list[BundleConfig] | None = None) -> None:
+    """Write the exports of the flavours that changed, and (for `bundles`) every export whose
+    files are missing or not the latest version's, e.g. after an earlier failed write."""
+    changed = {(c.bundle, c.flavour) for c in changes}
+    for bundle_name, flavour in sorted(changed):
+        _export_latest(config.trust.bundle(bundle_name), flavour, engine, result, only_stale=False)
+    for bundle in bundles or []:
+        for flavour in bundle.flavours:
+            if (bundle.name, flavour) not in changed:
+                _export_latest(bundle, flavour, engine, result, only_stale=True)
+
+
+def _export_latest(bundle: BundleConfig, flavour: str, engine: sa.Engine, result: TrackResult,
+                   only_stale: bool) -> None:
+    exports = [e for e in bundle.exports if e.flavour == flavour]
+    if not exports:
+        return
+    with session_scope(engine) as session:
+        row = versions.latest(session, bundle.name, flavour)
+        version = versions.to_export(row) if row is not None else None
+    if version is None:
+        return
+    for export in exports:
+        try:
+            if only_stale and export_is_current(version, export.format, export.dir, bundle.quectel):
                 continue
-            try:
-                with session_scope(engine) as session:
-                    version = versions.to_export(versions.get(session, change.bundle, change.flavour, change.seq))
-                files = export_version(version, export.format, export.dir, bundle.quectel)
-                result.exported += [str(f) for f in files]
-            except TrustError as exc:
-                result.warnings.append(f"bundle {change.bundle} export to {export.dir}: {exc}")
+            files = export_version(version, export.format, export.dir, bundle.quectel)
+            result.exported += [str(f) for f in files]
+        except TrustError as exc:
+            result.export_failures.append(f"bundle {bundle.name} export to {export.dir}: {exc}")
 
 
 def _run(
@@ -336,24 +382,31 @@ def refresh_bundles(
     config: Config, engine: sa.Engine, *, now: dt.datetime | None = None, reason: str = "refresh",
     deliver: bool = True, only: list[str] | None = None,
 ) -> TrackResult:
-    """Recompute every bundle (or `only` these) without an issuance: new config, expired CAs."""
+    """Recompute every bundle (or `only` these) without an issuance: new config, expired CAs.
+
+    Also rewrites every configured export whose files are missing or stale, so an export that
+    failed once (directory missing, disk full) is repaired by the next refresh.
+    """
     now = now or utcnow()
     result = TrackResult(None, "*")
     bundles = [b for b in config.trust.bundles if only is None or b.name in only]
     for bundle in bundles:
         covered_names(config, bundle)  # config errors before any work
     _run(config, engine, bundles, result, now, reason, None)
-    _after_commit(config, engine, result, deliver, now)
+    _after_commit(config, engine, result, deliver, now, rewrite_stale=bundles)
     return result
 
 
 def _after_commit(config: Config, engine: sa.Engine, result: TrackResult, deliver: bool,
-                  now: dt.datetime) -> None:
+                  now: dt.datetime, rewrite_stale: list[BundleConfig] | None = None) -> None:
     for change in result.changes:
         log.info("%s", change.headline())
     for warning in result.warnings:
         log.warning("%s", warning)
-    _write_exports(config, result.changes, engine, result)
+    _write_exports(config, result.changes, engine, result, rewrite_stale)
+    for failure in result.export_failures:
+        log.warning("%s", failure)
+    result.warnings += result.export_failures
     if deliver and result.changes:
         with session_scope(engine) as session:
             ids = [d.id for d in session.exec(select(outbox.TrustDelivery).where(

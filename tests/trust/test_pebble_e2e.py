@@ -84,7 +84,7 @@ def test_pebble_restart_new_root_gives_new_version_naming_root_and_intermediate(
                            "bundle", "export", "fleet", "--format", "quectel", "--out", str(out)],
                           env=dict(os.environ), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    data = (out / "ca.pem").read_bytes()
+    data = (out / "fleet-full.ca.pem").read_bytes()
     script = (out / "fleet-full.quectel.at").read_text()
     size = int(re.search(r'AT\+QFUPL="UFS:ca.pem",(\d+),60', script).group(1))
     expect = re.search(r"# expect: \+QFUPL: (\d+),([0-9a-f]{4})", script)

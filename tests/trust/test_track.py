@@ -192,6 +192,6 @@ def test_configured_exports_are_written_on_change(world, tmp_path) -> None:
     result = on_issued(config, world.engine, world.issue(
         "ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter]), deliver=False)
     assert sorted(p.rsplit("/", 1)[1] for p in result.exported) == [
-        "ca.pem", "fleet-full.quectel.at", "fleet-roots.pem"]
-    assert (out / "ca.pem").read_text().count("BEGIN CERTIFICATE") == 2
+        "fleet-full.ca.pem", "fleet-full.quectel.at", "fleet-roots.pem"]
+    assert (out / "fleet-full.ca.pem").read_text().count("BEGIN CERTIFICATE") == 2
     assert (out / "fleet-roots.pem").read_text() == root.pem
