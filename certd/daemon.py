@@ -80,6 +80,9 @@ class Daemon:
         self._running: set[str] = set()
         self._recheck: dict[str, dt.datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Tasks waiting on a worker thread (checks, periodic jobs): stop() waits for them too,
+        # since the interpreter would wait for their threads at exit anyway.
+        self._thread_waits: set[asyncio.Task[Any]] = set()
         self._ocpp: Any = None
         self._rollover: Any = None
         self.results: dict[str, CheckResult] = {}
@@ -151,14 +154,15 @@ class Daemon:
         # Wait for the checks in flight before the scheduler shuts down: its shutdown cancels the
         # tasks it started, and a cancelled task no longer waits for its worker thread (which
         # goes on with the order and its cleanup).
-        pending = [t for t in self._tasks if not t.done()]
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks | self._thread_waits if not t.done() and t is not current]
         if pending:
             timeout = self.config.daemon.shutdown_timeout
             _, still = await asyncio.wait(pending, timeout=timeout)
             if still:
                 self.stuck_threads = True
-                log.error("%d check(s) still running after %.0fs; exiting anyway (challenge records they "
-                          "left are removed at the next start)", len(still), timeout)
+                log.error("%d check(s) or job(s) still running after %.0fs; exiting anyway (challenge "
+                          "records they left are removed at the next start)", len(still), timeout)
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         await self._stop_services()
@@ -179,8 +183,13 @@ class Daemon:
             return
         delay = max(0.0, (when - self._clock()).total_seconds())
         run_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+        # max_instances=2: a re-check asked for while this certificate's check runs is scheduled
+        # from that check's own `finally`, when APScheduler still counts it as running; with the
+        # default of 1 the new one-off job would be skipped and dropped (no check ever again).
+        # `_running`/`_recheck` keep two checks of one certificate from overlapping.
         self._scheduler.add_job(self._check_job, "date", run_date=run_at, args=[name],
-                                id=f"check:{name}", name=f"check {name}", replace_existing=True)
+                                id=f"check:{name}", name=f"check {name}", replace_existing=True,
+                                max_instances=2)
 
     @property
     def ocpp(self) -> Any:
@@ -263,35 +272,40 @@ class Daemon:
             if self._stopping or self.config_path is None:
                 return False
             self._notifier.reloading()
-            log.info("SIGHUP: reloading %s", self.config_path)
             try:
-                new = await self._in_thread(load_config, self.config_path)
-                problem = restart_only_changes(self.config, new)
-                if problem:
-                    raise ConfigError(f"{self.config_path}: {problem}")
-                maintainer = Maintainer(new, self.engine, clock=self._clock)
-                await self._in_thread(maintainer.dns)  # the token must still be readable
-            except CertdError as exc:
-                log.error("reload failed; still running on the previous configuration:\n%s", exc)
+                return await self._reload_locked()
+            finally:  # systemd waits for READY=1 after RELOADING=1, whatever happened
                 self._notifier.ready(self._status_line())
-                return False
-            old = self.config
-            self.config, self._maintainer = new, maintainer
-            if new.daemon.concurrency != old.daemon.concurrency:
-                # Checks already waiting keep the old bound; new ones get the new one.
-                self._semaphore = asyncio.Semaphore(new.daemon.concurrency)
-            await self._reconcile()
-            names = {c.name for c in new.certificates}
-            for job in list(self._scheduler.get_jobs()):
-                if job.id.startswith("check:") and job.id.removeprefix("check:") not in names:
-                    job.remove()
-            now = self._clock()
-            for name in sorted(names):
-                self.schedule(name, now)  # look at everything again under the new config
-            await self._reload_services(old, new)
-            log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
-            self._notifier.ready(self._status_line())
-            return True
+
+    async def _reload_locked(self) -> bool:
+        assert self.config_path is not None and self.engine is not None
+        log.info("SIGHUP: reloading %s", self.config_path)
+        try:
+            new = await self._in_thread(load_config, self.config_path)
+            problem = restart_only_changes(self.config, new)
+            if problem:
+                raise ConfigError(f"{self.config_path}: {problem}")
+            maintainer = Maintainer(new, self.engine, clock=self._clock)
+            await self._in_thread(maintainer.dns)  # the token must still be readable
+        except CertdError as exc:
+            log.error("reload failed; still running on the previous configuration:\n%s", exc)
+            return False
+        old = self.config
+        self.config, self._maintainer = new, maintainer
+        if new.daemon.concurrency != old.daemon.concurrency:
+            # Checks already waiting keep the old bound; new ones get the new one.
+            self._semaphore = asyncio.Semaphore(new.daemon.concurrency)
+        await self._reconcile()
+        names = {c.name for c in new.certificates}
+        for job in list(self._scheduler.get_jobs()):
+            if job.id.startswith("check:") and job.id.removeprefix("check:") not in names:
+                job.remove()
+        now = self._clock()
+        for name in sorted(names):
+            self.schedule(name, now)  # look at everything again under the new config
+        await self._reload_services(old, new)
+        log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
+        return True
 
     async def _reconcile(self) -> None:
         """Every configured certificate gets its rows; stored ones no longer configured are reported."""
@@ -482,4 +496,11 @@ class Daemon:
 
     async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+        task = asyncio.current_task()
+        if task is not None:
+            self._thread_waits.add(task)
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+        finally:
+            if task is not None:
+                self._thread_waits.discard(task)

@@ -168,7 +168,13 @@ class OcppService:
             log.info("marked %d charger(s) offline that node %s held before its restart",
                      cleared, self.node)
         self.shared.writer.start()
-        results = [await self._refresh(state, explicit=True) for state in self._states]
+        try:
+            results = [await self._refresh(state, explicit=True) for state in self._states]
+        except BaseException:
+            # A later listener could not bind: close the ones already open (and the writer),
+            # or their ports stay taken by a service nobody holds any more.
+            await self.close()
+            raise
         if self.ocpp.reload_check_interval > 0:
             self._periodic = asyncio.get_running_loop().create_task(
                 self._check_periodically(), name="certd-ocpp-reload-check")
