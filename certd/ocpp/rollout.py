@@ -15,7 +15,8 @@ What it does, in the OCPP service's loop:
   then it switches anyway, logs an error and calls the alert (the daemon's
   notify hook) naming every charger still lacking them;
 - provisioning: every connected charger of a gated listener that has not
-  confirmed the listener's latest bundle version gets what it lacks
+  confirmed the listener's latest bundle version, or lacks the priority roots
+  the listener needs now (`rules.needed_roots`), gets what it lacks
   (InstallCertificate, one PEM per call, the most needed root first), then
   GetInstalledCertificateIds confirms it; at most `[rollover] concurrency`
   chargers at once, one request at a time each, always from a task of its own;
@@ -54,8 +55,8 @@ from certd.trust import rollover as rules
 from certd.trust.certs import CaCert
 from certd.trust.rollover import Identity, identity_of
 from certd.trust.rollover_store import (
-    GateSpec, KnownCerts, bundle_target, chain_roots, charger_view, gate_specs, held_bundles,
-    listener_chargers, recorded_roots,
+    GateSpec, KnownCerts, bundle_target, chain_roots, charger_view, gate_priority, gate_specs,
+    held_bundles, held_roots, listener_chargers,
 )
 
 if TYPE_CHECKING:
@@ -134,6 +135,20 @@ class ListenerPlan:
     targets: dict[str, int] = field(default_factory=dict)  # bundle -> latest version
     members: tuple[CaCert, ...] = ()
     priority: frozenset[Identity] = frozenset()
+    # The priority roots in the bundle versions: a charger is current only when it holds them.
+    needed: frozenset[Identity] = frozenset()
+
+    def key(self) -> tuple[object, ...]:
+        """What decides which chargers are due (a change means: look at them again)."""
+        return (tuple(sorted(self.targets.items())), self.needed)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A copy of what a charger's store row says it confirmed: bundle versions and held roots."""
+
+    bundles: dict[str, int]
+    roots: frozenset[Identity]
 
 
 @dataclass
@@ -144,6 +159,24 @@ class _Context:
     known: dict[str, CaCert]
     index: dict[Any, str]
     facts: ChargerFacts | None  # None: ask the charger
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one provisioning attempt ended, as `_record_sync` stores it."""
+
+    outcome: str  # Accepted, or a RolloverCharger.last_result value
+    reason: str | None
+    sent: int = 0  # InstallCertificate requests sent
+    held_fps: set[str] | None = None  # None: GetInstalledCertificateIds did not answer
+    held_ids: frozenset[Identity] = frozenset()
+    unknown: int = 0  # installed CSMS roots certd does not know
+    refused: bool = False  # some InstallCertificate was answered Rejected
+
+
+def facts_answered(facts: ChargerFacts) -> bool:
+    """Whether GetConfiguration / GetVariables was answered: `Provisioner.facts` notes only why not."""
+    return not facts.notes
 
 
 def notify_hook_alert(config: Config) -> Alert:
@@ -179,9 +212,9 @@ class RolloverEngine:
         self._index: dict[Any, str] = {}
         self._plans: dict[str, ListenerPlan] = {}
         self._listener_of: dict[str, str | None] = {}
-        # Per charger: bundle versions it confirmed in full, and when it may be tried again
+        # Per charger: bundle versions and roots it confirmed, and when it may be tried again
         # (copies of its store row, so a sweep over thousands of connections reads nothing).
-        self._holds: dict[str, dict[str, int]] = {}
+        self._confirmed: dict[str, Confirmed] = {}
         self._not_before: dict[str, dt.datetime] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._booted: dict[str, asyncio.Event] = {}
@@ -260,10 +293,10 @@ class RolloverEngine:
             except TimeoutError:
                 periodic = True
             self._wake.clear()
-            sweep, self._sweep_wanted = self._sweep_wanted or periodic, False
             try:
-                await self.evaluate()
-                if sweep:
+                await self.evaluate()  # may ask for a sweep (a plan changed)
+                if self._sweep_wanted or periodic:
+                    self._sweep_wanted = False
                     await self.sweep()
             except asyncio.CancelledError:
                 raise
@@ -276,6 +309,7 @@ class RolloverEngine:
         """Gate rows for every gated pair; rows of pairs no longer gated are released."""
         wanted = {(s.listener, s.cert_name) for s in self.specs}
         with session_scope(self.engine) as session:
+            known = self._known.refresh(session)
             for gate in session.exec(select(RolloverGate)).all():
                 if (gate.listener, gate.cert_name) not in wanted:
                     log.info("listener %s: certificate %s is no longer gated; serving the current one",
@@ -284,7 +318,7 @@ class RolloverEngine:
             for row in session.exec(select(RolloverCharger)).all():
                 self._listener_of[row.charger_id] = row.listener
                 if row.state == CHARGER_CONFIRMED:
-                    self._holds[row.charger_id] = held_bundles(row)
+                    self._confirmed[row.charger_id] = Confirmed(held_bundles(row), held_roots(row, known))
                 if row.next_attempt_at is not None:
                     self._not_before[row.charger_id] = row.next_attempt_at
 
@@ -292,7 +326,10 @@ class RolloverEngine:
         """Decide every gate now; reload listeners that switched; alert on forced switches."""
         async with self._eval_lock:
             live = set(self.service.shared.sessions)
+            before = {label: plan.key() for label, plan in self._plans.items()}
             reports = await asyncio.to_thread(self._evaluate_sync, self.clock(), live)
+            if before != {label: plan.key() for label, plan in self._plans.items()}:
+                self.kick()  # other chargers are due now (new bundle version or priority roots)
         for report in reports:
             if report.switched:
                 log.info("listener %s now serves %s issuance #%s: %s", report.listener,
@@ -331,6 +368,8 @@ class RolloverEngine:
                 session.flush()
                 reports.append(report)
                 self._add_to_plan(session, plans, spec, gate, known)
+            for plan in plans.values():
+                plan.needed = rules.needed_roots(plan.members, plan.priority)
             self._plans = plans
             self._any_pending = any(r.state in (GATE_PENDING, GATE_BLOCKED) for r in reports)
         return reports
@@ -347,6 +386,10 @@ class RolloverEngine:
                 switched = self._new_issuance(session, spec, gate, current_id, now)
                 if switched is not None:
                     return switched
+        if gate.state == GATE_BLOCKED and gate.pending_id is not None:
+            switched = self._retry_blocked(session, spec, gate, now)
+            if switched is not None:
+                return switched
         if gate.state not in (GATE_PENDING, GATE_BLOCKED):
             return GateReport(spec.listener, spec.cert_name, gate.state, served_id=gate.served_id)
         views = self._views(session, spec, known, live)
@@ -367,8 +410,28 @@ class RolloverEngine:
 
     def _new_issuance(self, session: Any, spec: GateSpec, gate: RolloverGate, current_id: int,
                       now: dt.datetime) -> GateReport | None:
-        served = session.get(IssuedCertificate, gate.served_id) if gate.served_id is not None else None
         pending_roots, problem = chain_roots(session, self.config, spec.bundle, current_id)
+        gate.decided_id = current_id
+        gate.started_at = now
+        return self._hold_back(session, spec, gate, current_id, pending_roots, problem, now)
+
+    def _retry_blocked(self, session: Any, spec: GateSpec, gate: RolloverGate,
+                       now: dt.datetime) -> GateReport | None:
+        """Work out a blocked gate's roots again: the operator may have fixed the anchor set
+        since (as the block's error tells them); then the gate waits for chargers or opens."""
+        assert gate.pending_id is not None
+        pending_roots, _ = chain_roots(session, self.config, spec.bundle, gate.pending_id)
+        if pending_roots is None:
+            return None  # still unknown; the reason logged when it blocked still holds
+        log.info("listener %s: the roots of %s issuance #%s are known now", spec.listener,
+                 spec.cert_name, gate.pending_id)
+        return self._hold_back(session, spec, gate, gate.pending_id, pending_roots, None, now)
+
+    def _hold_back(self, session: Any, spec: GateSpec, gate: RolloverGate, pending_id: int,
+                   pending_roots: frozenset[Identity] | None, problem: str | None,
+                   now: dt.datetime) -> GateReport | None:
+        """Serve issuance `pending_id` now, or make the gate wait for it (pending or blocked)."""
+        served = session.get(IssuedCertificate, gate.served_id) if gate.served_id is not None else None
         served_roots = None
         if served is not None:
             served_roots, _ = chain_roots(session, self.config, spec.bundle, served.id)
@@ -376,19 +439,17 @@ class RolloverEngine:
             served_id=served.id if served else None, served_not_after=served.not_after if served else None,
             pending_roots=pending_roots, served_roots=served_roots, deadline_days=spec.deadline_days,
             now=now, unresolved=problem)
-        gate.decided_id = current_id
         if decision.action == "release":
-            self._switch(gate, current_id, decision.reason, False, (), now)
+            self._switch(gate, pending_id, decision.reason, False, (), now)
             return GateReport(spec.listener, spec.cert_name, gate.state, True, False, decision.reason,
-                              served_id=current_id)
-        gate.pending_id = current_id
+                              served_id=pending_id)
+        gate.pending_id = pending_id
         gate.state = GATE_PENDING if decision.action == "hold" else GATE_BLOCKED
         gate.required_json = json.dumps([i.to_json() for i in sorted(decision.required)])
         gate.reason = decision.reason
-        gate.started_at = now
         gate.deadline_at = decision.deadline_at
         log.info("listener %s: keeps serving %s issuance #%s; issuance #%s waits: %s (deadline %s)",
-                 spec.listener, spec.cert_name, gate.served_id, current_id, decision.reason,
+                 spec.listener, spec.cert_name, gate.served_id, pending_id, decision.reason,
                  f"{decision.deadline_at:%Y-%m-%d %H:%M} UTC" if decision.deadline_at else "none")
         if decision.action == "block":
             log.error("listener %s: %s", spec.listener, decision.reason)
@@ -421,11 +482,7 @@ class RolloverEngine:
             plan.targets[spec.bundle] = target.seq
             have = {c.fingerprint for c in plan.members}
             plan.members = plan.members + tuple(c for c in target.members if c.fingerprint not in have)
-        if gate.state == GATE_PENDING:
-            plan.priority |= frozenset(Identity.from_json(d) for d in json.loads(gate.required_json or "[]"))
-        elif gate.served_id is not None:
-            anchors = self.config.trust.bundle(spec.bundle).anchors
-            plan.priority |= recorded_roots(session, anchors, gate.served_id, known)
+        plan.priority |= gate_priority(session, self.config, spec.bundle, gate, known)
 
     # -- chargers ------------------------------------------------------------------------------
 
@@ -461,12 +518,14 @@ class RolloverEngine:
         return started
 
     def _due(self, charger_id: str, listener: str, now: dt.datetime) -> bool:
-        """From memory: does this charger lack its listener's bundle versions, and may it be tried?"""
+        """From memory: does this charger lack its listener's bundle versions or priority roots,
+        and may it be tried?"""
         plan = self._plans.get(listener)
         if plan is None or not plan.targets:
             return self._listener_of.get(charger_id) != listener  # only to record where it is
-        holds = self._holds.get(charger_id, {})
-        if all(holds.get(b) == seq for b, seq in plan.targets.items()):
+        confirmed = self._confirmed.get(charger_id)
+        if confirmed is not None and rules.plan_covered(confirmed.bundles, confirmed.roots,
+                                                        plan.targets, plan.needed):
             return False
         not_before = self._not_before.get(charger_id)
         return charger_id in self._retry_now or not_before is None or not_before <= now
@@ -522,14 +581,13 @@ class RolloverEngine:
             self._listener_of[charger_id] = listener
             if plan is None or not plan.targets:
                 return None  # not a gated listener, or no bundle version yet
-            have = held_bundles(row)
-            current = row.state == CHARGER_CONFIRMED and all(
-                have.get(b) == seq for b, seq in plan.targets.items())
+            known = self._known.refresh(session)
+            current = row.state == CHARGER_CONFIRMED and rules.plan_covered(
+                held_bundles(row), held_roots(row, known), plan.targets, plan.needed)
             if current:
                 return None
             if not retry and row.next_attempt_at is not None and row.next_attempt_at > now:
                 return None
-            known = self._known.refresh(session)
             facts = None
             if row.facts_at is not None and charger_id not in self._facts_stale:
                 facts = ChargerFacts(row.store_max, row.store_used, row.additional_root_check)
@@ -541,16 +599,18 @@ class RolloverEngine:
     async def _provision_one(self, charger_id: str, context: _Context) -> None:
         plan, known = context.plan, context.known
         facts = context.facts
-        fresh_facts = facts is None
+        # None: the stored facts were used; True/False: asked now, and whether the charger answered.
+        answered: bool | None = None
         if facts is None:
             facts = await self.provisioner.facts(charger_id)
+            answered = facts_answered(facts)
             self._facts_stale.discard(charger_id)
             for note in facts.notes:
                 log.debug("charger %s: %s", charger_id, note)
         listing = await self.provisioner.installed(charger_id)
         if not listing.reply.ok:
-            await self._record(charger_id, plan, facts, fresh_facts, None, 0, listing.reply.outcome,
-                               f"GetInstalledCertificateIds: {listing.reply.detail}", 0)
+            await self._record(charger_id, plan, facts, answered, Attempt(
+                listing.reply.outcome, f"GetInstalledCertificateIds: {listing.reply.detail}"))
             return
         held_fps, unknown = match_installed(listing.hash_data, context.index)
         held = [known[fp] for fp in held_fps]
@@ -575,6 +635,9 @@ class RolloverEngine:
                         reply.outcome, reply.detail or "")
             if reply.outcome in ("offline", "timeout"):
                 break
+        # A refusal may come from a rule the stored facts do not show (AdditionalRootCertificateCheck
+        # switched on, a full store): the next attempt asks the charger again.
+        refused = any(outcome == "Rejected" for outcome, _ in failures)
         if accepted:
             listing = await self.provisioner.installed(charger_id)
             if listing.reply.ok:
@@ -584,8 +647,8 @@ class RolloverEngine:
         held_ids = rules.identities(known[fp] for fp in held_fps)
         missing = [c for c in target if identity_of(c) not in held_ids]
         if not missing:
-            await self._record(charger_id, plan, facts, fresh_facts, held_fps, unknown, "Accepted",
-                               None, sent)
+            await self._record(charger_id, plan, facts, answered, Attempt(
+                "Accepted", None, sent, held_fps, held_ids, unknown, refused))
             return
         if not failures and install_plan.problems:
             problem = install_plan.problems[0]
@@ -596,36 +659,38 @@ class RolloverEngine:
         outcome, reason = failures[0]
         if len(failures) > 1:
             reason += f" (+{len(failures) - 1} more)"
-        await self._record(charger_id, plan, facts, fresh_facts, held_fps, unknown, outcome, reason, sent)
+        await self._record(charger_id, plan, facts, answered, Attempt(
+            outcome, reason, sent, held_fps, held_ids, unknown, refused))
 
-    async def _record(self, charger_id: str, plan: ListenerPlan, facts: ChargerFacts, fresh_facts: bool,
-                      held_fps: set[str] | None, unknown: int, outcome: str, reason: str | None,
-                      sent: int) -> None:
-        await asyncio.to_thread(self._record_sync, charger_id, plan, facts, fresh_facts, held_fps,
-                                unknown, outcome, reason, sent, self.clock())
+    async def _record(self, charger_id: str, plan: ListenerPlan, facts: ChargerFacts,
+                      answered: bool | None, attempt: Attempt) -> None:
+        await asyncio.to_thread(self._record_sync, charger_id, plan, facts, answered, attempt,
+                                self.clock())
 
-    def _record_sync(self, charger_id: str, plan: ListenerPlan, facts: ChargerFacts, fresh_facts: bool,
-                     held_fps: set[str] | None, unknown: int, outcome: str, reason: str | None,
-                     sent: int, now: dt.datetime) -> None:
+    def _record_sync(self, charger_id: str, plan: ListenerPlan, facts: ChargerFacts,
+                     answered: bool | None, attempt: Attempt, now: dt.datetime) -> None:
+        outcome = attempt.outcome
         with session_scope(self.engine) as session:
             row = session.get(RolloverCharger, charger_id) or RolloverCharger(charger_id=charger_id)
             row.listener = plan.label
-            if fresh_facts:
+            if answered:
                 row.store_max, row.store_used = facts.store_max, facts.store_used
                 row.additional_root_check, row.facts_at = facts.additional_root_check, now
-            if held_fps is not None:
-                row.held_json = json.dumps(sorted(held_fps))
-                row.other_held = unknown
-            row.installs_sent += sent
+            if answered is False or attempt.refused:
+                row.facts_at = None  # ask the charger again next time
+            if attempt.held_fps is not None:
+                row.held_json = json.dumps(sorted(attempt.held_fps))
+                row.other_held = attempt.unknown
+            row.installs_sent += attempt.sent
             row.last_attempt_at, row.updated_at = now, now
-            row.last_result, row.last_reason = outcome, reason
+            row.last_result, row.last_reason = outcome, attempt.reason
             if outcome == "Accepted":
                 row.state, row.failures, row.next_attempt_at = CHARGER_CONFIRMED, 0, None
                 row.confirmed_at = now
                 bundles = held_bundles(row)
                 bundles.update(plan.targets)
                 row.bundles_json = json.dumps(bundles, sort_keys=True)
-                self._holds[charger_id] = bundles
+                self._confirmed[charger_id] = Confirmed(bundles, attempt.held_ids)
             else:
                 row.failures += 1
                 if outcome in HARD_FAILURES:
@@ -639,7 +704,7 @@ class RolloverEngine:
                     row.state = CHARGER_PENDING
                     row.next_attempt_at = None
             if outcome != "Accepted":
-                self._holds.pop(charger_id, None)
+                self._confirmed.pop(charger_id, None)
             if row.next_attempt_at is not None:
                 self._not_before[charger_id] = row.next_attempt_at
             else:

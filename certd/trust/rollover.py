@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -126,6 +126,23 @@ def target_for(members: Sequence[CaCert], priority: frozenset[Identity],
         chosen = [m for m in members if identity_of(m) in priority]
         return chosen
     return list(members)
+
+
+def needed_roots(members: Sequence[CaCert], priority: frozenset[Identity]) -> frozenset[Identity]:
+    """The priority roots every charger of a listener must hold: those in the bundle version.
+
+    A charger with AdditionalRootCertificateCheck is given only these, so its
+    bundle version number alone does not say whether it holds them: a new
+    issuance can change the priority roots without changing the bundle version.
+    """
+    return identities(target_for(members, priority, True))
+
+
+def plan_covered(confirmed_bundles: Mapping[str, int], held: frozenset[Identity],
+                 targets: Mapping[str, int], needed: frozenset[Identity]) -> bool:
+    """Whether a charger's confirmed state is current: every bundle at its latest version
+    and the listener's needed priority roots among the roots it last reported holding."""
+    return all(confirmed_bundles.get(b) == seq for b, seq in targets.items()) and needed <= held
 
 
 def _cross_signed_form(identity: Identity, held: Sequence[CaCert],

@@ -136,6 +136,20 @@ def recorded_roots(session: Session, bundle_anchor_set: str, issued_id: int,
     return frozenset(identity_of(known[r.fingerprint]) for r in rows if r.fingerprint in known)
 
 
+def gate_priority(session: Session, config: Config, bundle: str, gate: RolloverGate | None,
+                  known: dict[str, CaCert]) -> frozenset[Identity]:
+    """The roots one gate needs chargers to hold now: the pending issuance's new roots while
+    it waits, else the served chain's roots (the engine and `certd fleet status` agree on it)."""
+    if gate is None:
+        return frozenset()
+    if gate.state == GATE_PENDING:
+        required = _loads(gate.required_json, [])
+        return frozenset(Identity.from_json(d) for d in required) if isinstance(required, list) else frozenset()
+    if gate.served_id is None:
+        return frozenset()
+    return recorded_roots(session, config.trust.bundle(bundle).anchors, gate.served_id, known)
+
+
 @dataclass(frozen=True)
 class BundleTarget:
     bundle: str
@@ -172,6 +186,11 @@ def held_bundles(row: RolloverCharger | None) -> dict[str, int]:
     return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def held_roots(row: RolloverCharger | None, known: dict[str, CaCert]) -> frozenset[Identity]:
+    """Identities of the known certificates the charger last reported holding."""
+    return frozenset(identity_of(known[fp]) for fp in held_fingerprints(row) if fp in known)
+
+
 @dataclass(frozen=True)
 class ChargerRow:
     """A registered charger joined with its rollover row (None: never provisioned)."""
@@ -195,15 +214,16 @@ def listener_chargers(session: Session, label: str, gated_labels: Iterable[str])
 
 
 def charger_view(row: ChargerRow, known: dict[str, CaCert], online: bool, gsm_listener: bool,
-                 targets: dict[str, int] | None = None) -> ChargerView:
-    """The gate's view of one charger; `targets` (bundle -> seq) decides whether "confirmed" is current."""
+                 targets: dict[str, int] | None = None,
+                 needed: frozenset[Identity] = frozenset()) -> ChargerView:
+    """The gate's view of one charger; `targets` (bundle -> seq) and `needed` (priority roots,
+    see `rules.needed_roots`) decide whether "confirmed" is current."""
     rollover = row.rollover
-    held = frozenset(identity_of(known[fp]) for fp in held_fingerprints(rollover) if fp in known)
+    held = held_roots(rollover, known)
     state = rollover.state if rollover is not None else None
     if state == CHARGER_CONFIRMED and targets:
-        have = held_bundles(rollover)
-        if any(have.get(bundle) != seq for bundle, seq in targets.items()):
-            state = "pending"  # confirmed an older version
+        if not rules.plan_covered(held_bundles(rollover), held, targets, needed):
+            state = "pending"  # confirmed an older version, or lacks the roots needed now
     return ChargerView(
         charger_id=row.charger.charger_id, enabled=row.charger.enabled, online=online, held=held,
         state=state, last_result=rollover.last_result if rollover else None,
@@ -268,6 +288,9 @@ def listener_status(config: Config, engine: sa.Engine, *, now: dt.datetime,
     gated_labels = {s.listener for s in specs}
     known_cache = KnownCerts()
     result: dict[str, ListenerStatus] = {}
+    # Per listener: the bundle members and priority roots, as the engine's plan has them.
+    members: dict[str, list[CaCert]] = {}
+    priority: dict[str, frozenset[Identity]] = {}
     with session_scope(engine) as session:
         known = known_cache.refresh(session)
         for spec in specs:
@@ -275,7 +298,10 @@ def listener_status(config: Config, engine: sa.Engine, *, now: dt.datetime,
             target = bundle_target(session, spec.bundle, config.rollover.flavour, known)
             if target is not None:
                 status.bundles[spec.bundle] = target.seq
+                members.setdefault(spec.listener, []).extend(target.members)
             gate = session.get(RolloverGate, (spec.listener, spec.cert_name))
+            priority[spec.listener] = priority.get(spec.listener, frozenset()) | gate_priority(
+                session, config, spec.bundle, gate, known)
             managed = session.get(ManagedCertificate, spec.cert_name)
             current_id = managed.current_id if managed else None
             if gate is None:
@@ -294,11 +320,12 @@ def listener_status(config: Config, engine: sa.Engine, *, now: dt.datetime,
                 gate.switch_reason, gate.forced))
         for label, status in result.items():
             rows = listener_chargers(session, label, gated_labels)
+            needed = rules.needed_roots(members.get(label, []), priority.get(label, frozenset()))
             views = []
             for row in sorted(rows, key=lambda r: r.charger.charger_id):
                 online = row.charger.connected_node is not None or (
                     live is not None and row.charger.charger_id in live)
-                view = charger_view(row, known, online, status.gsm, status.bundles)
+                view = charger_view(row, known, online, status.gsm, status.bundles, needed)
                 if not view.enabled:
                     continue
                 views.append(view)

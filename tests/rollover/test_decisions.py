@@ -126,6 +126,18 @@ def test_target_for_additional_root_check_is_only_the_priority_roots() -> None:
     assert rules.target_for([A, B, C], frozenset({IB}), None) == [A, B, C]
 
 
+def test_a_confirmed_charger_is_current_only_while_it_holds_the_needed_priority_roots() -> None:
+    # The priority root B is in bundle version 1; a root outside the bundle (C) cannot be sent,
+    # so it is not needed.
+    needed = rules.needed_roots([A, B], frozenset({IB, IC}))
+    assert needed == frozenset({IB})
+    # Same bundle version, but it reported holding only A: the priority moved to B.
+    assert not rules.plan_covered({"fleet": 1}, frozenset({IA}), {"fleet": 1}, needed)
+    assert rules.plan_covered({"fleet": 1}, frozenset({IA, IB}), {"fleet": 1}, needed)
+    assert not rules.plan_covered({"fleet": 1}, frozenset({IA, IB}), {"fleet": 2}, needed)
+    assert rules.plan_covered({"fleet": 1}, frozenset(), {"fleet": 1}, frozenset())
+
+
 # -- the gate ---------------------------------------------------------------------------------
 
 def views(holding: int, lacking: int, disabled: int = 0) -> list[ChargerView]:
