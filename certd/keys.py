@@ -46,10 +46,19 @@ def load_key(pem: str | bytes) -> PrivateKey:
     return key
 
 
+MAX_CN_LENGTH = 64  # RFC 5280 ub-common-name
+
+
 def make_csr(key: PrivateKey, domains: list[str]) -> bytes:
-    """CN = first name (OCPP chargers check the CN), every name in the SAN."""
+    """CN = the first name that fits in a CN (OCPP chargers check the CN), every name in the SAN.
+
+    A name longer than 64 characters cannot be a CN: the next one is used, and with none
+    that fits the subject is left empty (the SAN alone names the certificate, as RFC 8555 allows).
+    """
+    common = next((d for d in domains if len(d) <= MAX_CN_LENGTH), None)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else []
     builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])])
+        x509.Name(subject)
     ).add_extension(
         x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False
     )

@@ -64,13 +64,21 @@ class RenewalInfo:
     explanation_url: str | None = None
 
 
+MAX_RETRY_AFTER_S = 366 * 24 * 3600
+
+
 def parse_retry_after(value: str | None, now: dt.datetime) -> dt.datetime | None:
     """Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3); None if absent or invalid."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return now + dt.timedelta(seconds=int(value))
+        if not value.isascii():  # "²" is a digit to str.isdigit but no number of seconds
+            return None
+        # A CA asking to wait longer than a year is broken or hostile: cap it (and never let a
+        # huge number overflow the date and crash the renewal check).
+        seconds = int(value) if len(value) <= 12 else MAX_RETRY_AFTER_S
+        return now + dt.timedelta(seconds=min(seconds, MAX_RETRY_AFTER_S))
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

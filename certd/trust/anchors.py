@@ -6,6 +6,7 @@ holds ~150 roots and `on_issued` may need it for several bundles.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import warnings
@@ -13,9 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography import x509
+
 from certd.trust import TrustError
 from certd.trust.certs import CaCert, parse_pem_bundle
 from certd.trust.chains import AnchorSet
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from certd.config.trust import TrustConfig
@@ -55,6 +60,15 @@ def _signature(paths: list[Path]) -> tuple[tuple[str, float, int], ...]:
     return tuple(sig)
 
 
+def _says_not_a_ca(cert: CaCert) -> bool:
+    """basicConstraints present with CA:FALSE (old v1 roots without the extension stay anchors)."""
+    try:
+        constraints = cert.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return not constraints.ca
+
+
 @lru_cache(maxsize=16)
 def _load_files(signature: tuple[tuple[str, float, int], ...]) -> tuple[CaCert, ...]:
     seen: dict[str, CaCert] = {}
@@ -64,8 +78,13 @@ def _load_files(signature: tuple[tuple[str, float, int], ...]) -> tuple[CaCert, 
             warnings.simplefilter("ignore")
             certs = parse_pem_bundle(text, path)
         for cert in certs:
-            if cert.self_signed:  # only self-signed roots are anchors
-                seen.setdefault(cert.fingerprint, cert)
+            if not cert.self_signed:  # only self-signed roots are anchors
+                continue
+            if _says_not_a_ca(cert):
+                log.warning("%s: %s is self-signed but not a CA (basicConstraints CA:FALSE); "
+                            "not used as a trust anchor", path, cert.subject)
+                continue
+            seen.setdefault(cert.fingerprint, cert)
     return tuple(seen.values())
 
 
