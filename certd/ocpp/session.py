@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from certd.store.chargers import REGISTRATION_PENDING
 from certd.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -30,6 +31,12 @@ protocol_log = logging.getLogger("certd.ocpp.protocol")
 # Called with (session, event) for "connected", "booted" (after the BootNotification answer
 # went out) and "disconnected". A hook must not await the charger itself: it starts a task.
 ChargerHook = Callable[["ChargerSession", str], None]
+
+
+def printable(value: object) -> str:
+    """A charger-supplied string as one log line: control characters escaped (no forged lines)."""
+    text = "" if value is None else str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def ocpp_timestamp(now: dt.datetime | None = None) -> str:
@@ -77,14 +84,26 @@ class ChargerSession:
 
     def booted(self, vendor: str | None, model: str | None, firmware: str | None,
                serial: str | None) -> None:
-        log.info("charger %s booted: %s %s firmware %s (%s)", self.charger_id, vendor, model,
-                 firmware, self.version)
+        log.info("charger %s booted: %s %s firmware %s (%s)", self.charger_id, printable(vendor),
+                 printable(model), printable(firmware), self.version)
         self.writer.boot(self.charger_id, vendor=vendor, model=model,
                          firmware_version=firmware, serial_number=serial)
 
     def security_event(self, event_type: str, timestamp: str | None, tech_info: str | None) -> None:
-        detail = f"{event_type} at {timestamp}" + (f": {tech_info[:200]}" if tech_info else "")
+        detail = (f"{printable(event_type)} at {printable(timestamp)}"
+                  + (f": {printable(tech_info[:200])}" if tech_info else ""))
         self.writer.audit("security_event", self.charger_id, self.address, detail)
+
+    async def current_registration(self) -> str:
+        """A pending charger may have been approved (`certd chargers approve`) while connected:
+        ask the store again at each BootNotification until it is accepted."""
+        if self.registration == REGISTRATION_PENDING:
+            from certd.ocpp import registry
+
+            record = await asyncio.to_thread(registry.lookup, self.writer.engine, self.charger_id)
+            if record is not None:
+                self.registration = record.registration
+        return self.registration
 
     def notify(self, event: str) -> None:
         """Tell the hooks (e.g. the trust rollover) that this charger connected, booted, left."""
@@ -102,7 +121,20 @@ class ChargerSession:
         if self.charge_point is None:
             raise RuntimeError(f"charger {self.charger_id} is not ready for requests")
         async with self._lock:
-            call = self.charge_point.call(payload, suppress=False)
-            if timeout is None:
-                return await call
-            return await asyncio.wait_for(call, timeout)
+            call = asyncio.ensure_future(self.charge_point.call(payload, suppress=False))
+            # The library's wait for the answer does not notice a closed socket: race it against
+            # the close, so a charger that went away is "offline" now, not a timeout later.
+            closed = asyncio.ensure_future(self.charge_point._connection.wait_closed())  # noqa: SLF001
+            try:
+                done, _ = await asyncio.wait({call, closed}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+            if call in done:
+                return call.result()
+            call.cancel()
+            if closed in done:
+                from websockets.exceptions import ConnectionClosedError
+
+                raise ConnectionClosedError(None, None)
+            raise TimeoutError(f"no answer from charger {self.charger_id} within {timeout}s")

@@ -26,11 +26,12 @@ class CentralSystemV16(ChargePoint):
         await super().route_message(raw_msg)
 
     @on(Action.boot_notification)
-    def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
-                             **info: Any) -> call_result.BootNotification:
+    async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
+                                   **info: Any) -> call_result.BootNotification:
         self.session.booted(charge_point_vendor, charge_point_model,
                             info.get("firmware_version"), info.get("charge_point_serial_number"))
-        status = (RegistrationStatus.pending if self.session.registration == REGISTRATION_PENDING
+        registration = await self.session.current_registration()
+        status = (RegistrationStatus.pending if registration == REGISTRATION_PENDING
                   else RegistrationStatus.accepted)
         return call_result.BootNotification(
             current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
@@ -41,7 +42,7 @@ class CentralSystemV16(ChargePoint):
         self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
     @on(Action.heartbeat, skip_schema_validation=True)  # empty payload, nothing to check
-    def on_heartbeat(self) -> call_result.Heartbeat:
+    def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:  # (customData may come along)
         return call_result.Heartbeat(current_time=ocpp_timestamp())
 
     @on(Action.status_notification)

@@ -27,13 +27,14 @@ class _Handlers2x:
         await super().route_message(raw_msg)  # type: ignore[misc]
 
     @on("BootNotification")
-    def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
-                             **_: Any) -> Any:
+    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
+                                   **_: Any) -> Any:
         self.session.booted(
             charging_station.get("vendor_name"), charging_station.get("model"),
             charging_station.get("firmware_version"), charging_station.get("serial_number"),
         )
-        status = "Pending" if self.session.registration == REGISTRATION_PENDING else "Accepted"
+        registration = await self.session.current_registration()
+        status = "Pending" if registration == REGISTRATION_PENDING else "Accepted"
         return self._call_result.BootNotification(
             current_time=ocpp_timestamp(), interval=self.session.heartbeat_interval, status=status,
         )
@@ -43,7 +44,7 @@ class _Handlers2x:
         self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
     @on("Heartbeat", skip_schema_validation=True)  # empty payload, nothing to check
-    def on_heartbeat(self) -> Any:
+    def on_heartbeat(self, **_: Any) -> Any:  # (customData may come along)
         return self._call_result.Heartbeat(current_time=ocpp_timestamp())
 
     @on("StatusNotification")
