@@ -21,19 +21,25 @@ def txt_records(world) -> list[dict]:  # type: ignore[no-untyped-def]
     return [r for r in world.emulator.records() if r["type"] == "TXT"]
 
 
-def test_crash_between_txt_creation_and_cleanup_is_cleaned_at_next_start(make_setup) -> None:
-    setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
-    # Records stay invisible on DNS: the order waits in its propagation check, TXT records created.
+def issue_waiting_with_records(setup) -> tuple[subprocess.Popen[str], list[dict]]:  # type: ignore[no-untyped-def]
+    """`certd issue web` as a process, stopped in its propagation check with both TXT records
+    created (they stay invisible on DNS); returns the process and the records."""
     setup.world.emulator.propagation_delay = 3600
     proc = subprocess.Popen(
         [sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
         env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    deadline = time.monotonic() + 30
+    while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc, txt_records(setup.world)
+
+
+def test_crash_between_txt_creation_and_cleanup_is_cleaned_at_next_start(make_setup) -> None:
+    setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
+    proc, created = issue_waiting_with_records(setup)
     try:
-        deadline = time.monotonic() + 30
-        while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(txt_records(setup.world)) == 2
+        assert len(created) == 2
     finally:
         proc.send_signal(signal.SIGKILL)  # a crash: no finally blocks run
         proc.communicate(timeout=10)
@@ -52,16 +58,8 @@ def test_crash_between_txt_creation_and_cleanup_is_cleaned_at_next_start(make_se
 def test_a_second_command_leaves_the_records_of_an_order_in_flight_alone(make_setup) -> None:
     """The start-up cleanup removes only what dead runs left: a running order keeps its records."""
     setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
-    setup.world.emulator.propagation_delay = 3600  # the first order waits with its records created
-    first = subprocess.Popen(
-        [sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
-        env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    first, created = issue_waiting_with_records(setup)
     try:
-        deadline = time.monotonic() + 30
-        while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        created = txt_records(setup.world)
         assert len(created) == 2
 
         second = setup.cli("issue", "web")

@@ -97,19 +97,24 @@ class Lab:
     first: IssuedCertificate
 
 
-def two_root_lab(tmp_path: Path, prefix: str) -> Lab:
+def two_root_lab(tmp_path: Path, prefix: str, *, b_in_first_bundle: bool = False,
+                 trust_b: bool = True) -> Lab:
+    """`b_in_first_bundle`: the first issuance offers an alternate chain ending at root B, so
+    B is in bundle version 1 already. `trust_b=False`: root B is in no anchor set (yet)."""
     root_a, root_b = pki.root(f"{prefix} Root A"), pki.root(f"{prefix} Root B")
     inter_a = pki.intermediate(f"{prefix} Inter A", root_a)
     inter_b = pki.intermediate(f"{prefix} Inter B", root_b)
     (tmp_path / "anchors").mkdir()
     (tmp_path / "anchors" / "a.pem").write_text(root_a.pem)
-    (tmp_path / "anchors" / "b.pem").write_text(root_b.pem)
-    (tmp_path / "roots.pem").write_text(root_a.pem + root_b.pem)
+    if trust_b:
+        (tmp_path / "anchors" / "b.pem").write_text(root_b.pem)
+    (tmp_path / "roots.pem").write_text(root_a.pem + (root_b.pem if trust_b else ""))
     url = f"sqlite:///{tmp_path / 'certd.db'}"
     upgrade(url)
     engine = make_engine(url)
     config = parse_config(config_text(tmp_path, url))
-    first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a])
+    alternates = [[pki.cross_sign(inter_a, root_b)]] if b_in_first_bundle else None
+    first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a], alternates=alternates)
     on_issued(config, engine, first, deliver=False)
     return Lab(root_a, root_b, inter_a, inter_b, url, engine, config, first)
 

@@ -11,7 +11,7 @@ from certd.config import parse_config
 from certd.ocpp import registry
 from certd.ocpp.rollout import RolloverEngine
 from certd.ocpp.service import OcppService
-from certd.store.db import make_engine, session_scope, upgrade
+from certd.store.db import session_scope
 from certd.store.rollover import GATE_BLOCKED, GATE_IDLE, GATE_PENDING, RolloverCharger, RolloverGate
 from certd.trust import versions
 from certd.trust.rollover_store import listener_status
@@ -23,21 +23,10 @@ from tests.trust import pki
 
 
 def test_arc_charger_is_given_new_priority_roots_within_the_same_bundle_version(tmp_path: Path) -> None:
-    root_a, root_b = pki.root("P Root A"), pki.root("P Root B")
-    inter_a, inter_b = pki.intermediate("P Inter A", root_a), pki.intermediate("P Inter B", root_b)
-    b_by_a = pki.cross_sign(root_b, root_a)
-    (tmp_path / "anchors").mkdir()
-    (tmp_path / "anchors" / "a.pem").write_text(root_a.pem)
-    (tmp_path / "anchors" / "b.pem").write_text(root_b.pem)
-    (tmp_path / "roots.pem").write_text(root_a.pem + root_b.pem)
-    url = f"sqlite:///{tmp_path / 'certd.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    config = parse_config(config_text(tmp_path, url))
     # Served chain ends at A; an alternate chain ends at B, so B is in bundle version 1 already.
-    first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a],
-                         alternates=[[pki.cross_sign(inter_a, root_b)]])
-    on_issued(config, engine, first, deliver=False)
+    lab = two_root_lab(tmp_path, "P", b_in_first_bundle=True)
+    root_a, root_b, inter_b, engine, config = lab.root_a, lab.root_b, lab.inter_b, lab.engine, lab.config
+    b_by_a = pki.cross_sign(root_b, root_a)
     registry.insert_charger(engine, "ARC", password_hash=None, heartbeat_class="default")
 
     def arc_sim() -> SimCharger:
@@ -87,17 +76,9 @@ def test_arc_charger_is_given_new_priority_roots_within_the_same_bundle_version(
 
 
 def test_blocked_gate_opens_once_the_anchor_set_knows_the_new_root(tmp_path: Path) -> None:
-    root_a, root_b = pki.root("S Root A"), pki.root("S Root B")
-    inter_a, inter_b = pki.intermediate("S Inter A", root_a), pki.intermediate("S Inter B", root_b)
-    (tmp_path / "anchors").mkdir()
-    (tmp_path / "anchors" / "a.pem").write_text(root_a.pem)
-    (tmp_path / "roots.pem").write_text(root_a.pem)
-    url = f"sqlite:///{tmp_path / 'certd.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    config = parse_config(config_text(tmp_path, url))
-    first = store_issued(engine, pki.leaf([HOST], inter_a), [inter_a])
-    on_issued(config, engine, first, deliver=False)
+    lab = two_root_lab(tmp_path, "S", trust_b=False)
+    root_a, root_b, inter_b, url, engine, config = (lab.root_a, lab.root_b, lab.inter_b, lab.url,
+                                                     lab.engine, lab.config)
     sim = SimCharger("P1", "ocpp1.6", [root_a.pem], HOST)
     registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
 

@@ -79,11 +79,24 @@ def test_rollover_gate_served_issuance_keeps_its_cas_until_nothing_serves_it(wor
     assert not old_cas & _members(world, "full")
 
 
-# -- 2./3. the outbox: a broken registry is backed off and never starves another ----------
-def _registries(tmp_path, good_url: str) -> str:
+def _issued_under_new_root(world, name: str):  # type: ignore[no-untyped-def]
+    """A leaf for ocpp.example.com under a fresh root `name` + intermediate, the root trusted."""
+    root = pki.root(f"{name} Root")
+    inter = pki.intermediate(f"{name} Inter", root)
+    world.trust_anchor(root)
+    return world.issue("ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter])
+
+
+def _hmac_secret(tmp_path):  # type: ignore[no-untyped-def]
     secret = tmp_path / "hmac"
     secret.write_text(SECRET)
     secret.chmod(0o600)
+    return secret
+
+
+# -- 2./3. the outbox: a broken registry is backed off and never starves another ----------
+def _registries(tmp_path, good_url: str) -> str:
+    secret = _hmac_secret(tmp_path)
     return ('[[trust.registries]]\nname = "a-broken"\nurl = "https://127.0.0.1:9/x"\n'
             f'hmac_secret_file = {toml_str(secret)}\nca_file = {toml_str(tmp_path / "no-such-ca.pem")}\n'
             'flavours = ["full"]\n'
@@ -92,11 +105,7 @@ def _registries(tmp_path, good_url: str) -> str:
 
 
 def _issue_one(world, config) -> None:
-    root = pki.root("Outbox Root")
-    inter = pki.intermediate("Outbox Inter", root)
-    world.trust_anchor(root)
-    on_issued(config, world.engine, world.issue(
-        "ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter]), deliver=False)
+    on_issued(config, world.engine, _issued_under_new_root(world, "Outbox"), deliver=False)
 
 
 def _rows(world) -> dict[str, TrustDelivery]:
@@ -168,15 +177,12 @@ def test_backoff_never_overflows() -> None:
 
 # -- 4. two Quectel kits in one directory ------------------------------------------------
 def test_two_quectel_kits_in_one_directory_each_match_their_own_file(world, tmp_path) -> None:
-    root = pki.root("Kit Root")
-    inter = pki.intermediate("Kit Inter", root)
-    world.trust_anchor(root)
     kit = tmp_path / "kit"
     extra = (f'[[trust.bundles.exports]]\nformat = "quectel"\ndir = {toml_str(kit)}\nflavour = "roots"\n'
              f'[[trust.bundles.exports]]\nformat = "quectel"\ndir = {toml_str(kit)}\nflavour = "full"\n')
+    issued = _issued_under_new_root(world, "Kit")
     config = world.config(bundle_toml(world.anchors_dir, extra=extra))
-    on_issued(config, world.engine, world.issue(
-        "ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter]), deliver=False)
+    on_issued(config, world.engine, issued, deliver=False)
     scripts = sorted(kit.glob("*.at"))
     assert [s.name for s in scripts] == ["fleet-full.quectel.at", "fleet-roots.quectel.at"]
     sizes = set()
@@ -193,10 +199,7 @@ def test_two_quectel_kits_in_one_directory_each_match_their_own_file(world, tmp_
 
 # -- 5. `certd bundle refresh`: failures exit non-zero, a failed export is repaired --------
 def test_refresh_exits_nonzero_on_export_failure_and_rewrites_it_once_fixed(world, tmp_path, capsys) -> None:
-    root = pki.root("Refresh Root")
-    inter = pki.intermediate("Refresh Inter", root)
-    world.trust_anchor(root)
-    world.issue("ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter])
+    _issued_under_new_root(world, "Refresh")
     blocker = tmp_path / "exports"
     blocker.write_text("a file where the directory should be")
     extra = f'[[trust.bundles.exports]]\nformat = "pem"\ndir = {toml_str(blocker / "kit")}\n'
@@ -220,13 +223,8 @@ def test_refresh_exits_nonzero_on_export_failure_and_rewrites_it_once_fixed(worl
 
 def test_refresh_exits_nonzero_when_a_registry_does_not_accept(world, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("CERTD_TEST_FAILURE_AUTH", "Bearer good")
-    root = pki.root("Refresh Reg Root")
-    inter = pki.intermediate("Refresh Reg Inter", root)
-    world.trust_anchor(root)
-    world.issue("ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter])
-    secret = tmp_path / "hmac"
-    secret.write_text(SECRET)
-    secret.chmod(0o600)
+    _issued_under_new_root(world, "Refresh Reg")
+    secret = _hmac_secret(tmp_path)
     with RegistryServer(SECRET, auth="Bearer good") as server:
         server.state.fail_statuses = [503, 503]
         regs = (f'[[trust.registries]]\nname = "reg"\nurl = "{server.url}"\n'
@@ -237,13 +235,8 @@ def test_refresh_exits_nonzero_when_a_registry_does_not_accept(world, tmp_path, 
 
 
 def test_refresh_without_push_is_not_a_failure(world, tmp_path) -> None:
-    root = pki.root("Refresh NoPush Root")
-    inter = pki.intermediate("Refresh NoPush Inter", root)
-    world.trust_anchor(root)
-    world.issue("ocpp", ["ocpp.example.com"], pki.leaf(["ocpp.example.com"], inter), [inter])
-    secret = tmp_path / "hmac"
-    secret.write_text(SECRET)
-    secret.chmod(0o600)
+    _issued_under_new_root(world, "Refresh NoPush")
+    secret = _hmac_secret(tmp_path)
     regs = (f'[[trust.registries]]\nname = "reg"\nurl = "http://127.0.0.1:9/x"\n'
             f'hmac_secret_file = {toml_str(secret)}\n')
     world.config(bundle_toml(world.anchors_dir, registries=regs))
