@@ -160,7 +160,7 @@ def server_child(config_path: str) -> int:
     """Runs OcppService like `certd serve`; answers 'stats' / 'quit' on stdin."""
     import logging
 
-    from certd import eventloop
+    from certd.runtime import eventloop
     from certd.cli import context
     from certd.config import load_config
     from certd.ocpp.service import OcppService, tune_process_for_many_connections

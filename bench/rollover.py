@@ -151,7 +151,7 @@ async def serve(workdir: Path) -> None:
     import logging
 
     from certd.config import load_config
-    from certd.ocpp.rollout import RolloverEngine
+    from certd.rollover.engine import RolloverEngine
     from certd.ocpp.service import OcppService, tune_process_for_many_connections
     from certd.store.db import make_engine
 

@@ -11,7 +11,7 @@ uvloop), a server process accepts connections at --rate per second from a
 client process on the same machine and keeps them open, as chargers do. Two
 layers are measured:
 
-- `tls`: a bare TLS server on certd's listening context (certd.tls.ContextHolder:
+- `tls`: a bare TLS server on certd's listening context (certd.serve.tls.ContextHolder:
   profile settings, sni_callback pointing each handshake at the checked serving
   context) in a process tuned as `certd serve` tunes it, nothing else: OpenSSL's
   handshake, the loop's TLS layer, TCP;
@@ -58,7 +58,7 @@ MESSAGE = '[2,"boot","BootNotification",{"chargePointVendor":"Bench","chargePoin
 async def _serve(layer: str, profile: str, workdir: Path) -> None:
     from cryptography import x509
 
-    from certd.tls import ContextHolder, KeyPairPem, prepare
+    from certd.serve.tls import ContextHolder, KeyPairPem, prepare
 
     key_type = "rsa" if profile == "gsm" else "ec"
     pair = KeyPairPem(source=f"bench {key_type}", key_pem=(workdir / f"{key_type}.key").read_text(),
@@ -106,7 +106,7 @@ async def _serve(layer: str, profile: str, workdir: Path) -> None:
 
 def server_child(layer: str, profile: str, loop_name: str, workdir: str) -> int:
     os.environ["CERTD_EVENT_LOOP"] = loop_name
-    from certd import eventloop
+    from certd.runtime import eventloop
 
     eventloop.run(_serve(layer, profile, Path(workdir)))
     return 0
@@ -201,7 +201,7 @@ def openssl_only(profile: str, workdir: Path, ca_pem: str, count: int) -> dict: 
 
     from cryptography import x509
 
-    from certd.tls import ContextHolder, KeyPairPem, prepare
+    from certd.serve.tls import ContextHolder, KeyPairPem, prepare
 
     key_type = "rsa" if profile == "gsm" else "ec"
     pair = KeyPairPem(source=f"bench {key_type}", key_pem=(workdir / f"{key_type}.key").read_text(),
@@ -306,7 +306,7 @@ def main() -> int:
     from bench.ocpp_load import rsa_signatures_per_cpu_second
     from tests.ocpp.pki import MiniCA  # the test CA: cryptography only
 
-    from certd import eventloop
+    from certd.runtime import eventloop
 
     loops = [name for name in args.loops.split(",")
              if name == "asyncio" or eventloop.choose("auto")[0] == name]

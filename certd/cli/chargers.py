@@ -86,7 +86,7 @@ def _print_password(charger_id: str, password: str) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from certd.ocpp import auth, registry
+    from certd.ocpp import auth, charger_registry
 
     config = context.load(args)
     charger_id = _valid_id(args.charger_id)
@@ -97,9 +97,9 @@ def _add(args: argparse.Namespace) -> int:
     password, generated = _chosen_password(args)
     engine = context.open_store(config)
     try:
-        registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
+        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
                                 heartbeat_class=heartbeat_class, enabled=not args.disabled)
-    except registry.ChargerExists:
+    except charger_registry.ChargerExists:
         raise CertdError(f"charger {charger_id} is already registered "
                          "(use `certd chargers set-password` to change its password)") from None
     print(f"added charger {charger_id} (heartbeat class {heartbeat_class}, "
@@ -110,21 +110,21 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from certd.ocpp import registry
+    from certd.ocpp import charger_registry
 
     engine = context.open_store(context.load(args))
-    if not registry.remove_charger(engine, args.charger_id):
+    if not charger_registry.remove_charger(engine, args.charger_id):
         raise CertdError(f"no charger {args.charger_id!r} in the registry")
     print(f"removed charger {args.charger_id}")
     return 0
 
 
 def _set_password(args: argparse.Namespace) -> int:
-    from certd.ocpp import auth, registry
+    from certd.ocpp import auth, charger_registry
 
     engine = context.open_store(context.load(args))
     password, generated = _chosen_password(args)
-    if not registry.set_password_hash(engine, args.charger_id, auth.hash_password(password)):
+    if not charger_registry.set_password_hash(engine, args.charger_id, auth.hash_password(password)):
         raise CertdError(f"no charger {args.charger_id!r} in the registry")
     print(f"password of {args.charger_id} changed; its next connection must use the new one")
     if generated:
@@ -133,22 +133,22 @@ def _set_password(args: argparse.Namespace) -> int:
 
 
 def _set_flag(args: argparse.Namespace) -> int:
-    from certd.ocpp import registry
+    from certd.ocpp import charger_registry
 
     engine = context.open_store(context.load(args))
-    values = {"approve": {"registration": registry.REGISTRATION_ACCEPTED},
+    values = {"approve": {"registration": charger_registry.REGISTRATION_ACCEPTED},
               "enable": {"enabled": True}, "disable": {"enabled": False}}[args.flag_action]
-    if not registry.update_charger(engine, args.charger_id, **values):
+    if not charger_registry.update_charger(engine, args.charger_id, **values):
         raise CertdError(f"no charger {args.charger_id!r} in the registry")
     print(f"charger {args.charger_id}: {args.flag_action}d")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from certd.ocpp import registry
+    from certd.ocpp import charger_registry
 
     engine = context.open_store(context.load(args))
-    rows = registry.list_chargers(engine)
+    rows = charger_registry.list_chargers(engine)
     if not rows:
         print("no chargers registered")
         return 0

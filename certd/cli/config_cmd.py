@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _check(args: argparse.Namespace) -> int:
     from certd.config.ocpp import listener_certificate_errors
     from certd.secrets import read_secret
-    from certd.trust.rollover_store import gate_specs
+    from certd.rollover.gate_store import gate_specs
     from certd.trust.track import covered_names
 
     config = context.load(args)

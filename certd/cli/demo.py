@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _demo(args: argparse.Namespace) -> int:
     import os
 
-    from certd import lifecycle
+    from certd.renewal import pipeline
     from certd.cli.status import collect, render_table
     from certd.config import load_config
     from certd.dns.cloudflare import from_config
@@ -51,7 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
         cleanup_leftover_records(dns, engine, "certd demo")
         print(f"ACME directory {world.pebble.directory_url}, Cloudflare API {world.emulator.base_url}, "
               f"DNS {world.dns_addr}")
-        result = lifecycle.issue_and_deploy(config, engine, "demo", dns=dns)
+        result = pipeline.issue_and_deploy(config, engine, "demo", dns=dns)
         print()
         print(render_table(collect(config, engine)))
         print()

@@ -20,7 +20,7 @@ def register_fleet(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 def _status(args: argparse.Namespace) -> int:
     from certd.store.types import utcnow
-    from certd.trust.rollover_store import listener_status
+    from certd.rollover.gate_store import listener_status
 
     config = context.load(args)
     engine = context.open_store(config)

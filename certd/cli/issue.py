@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from certd.config import CertificateConfig, Config
-    from certd.keys import PrivateKey
+    from certd.issue.keys import PrivateKey
 
 EXIT_HOOK_FAILED = 3
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _issue(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from certd.keys import generate_key
+    from certd.issue.keys import generate_key
 
     config = context.load(args)
     names = [c.name for c in config.certificates] if args.all else args.names
@@ -57,10 +57,10 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
                  keys: dict[str, Future[PrivateKey]]) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from certd import lifecycle
+    from certd.renewal import pipeline
     from certd.dns import cloudflare
     from certd.dns.challenges import cleanup_leftover_records
-    from certd.renew import renewal_decision
+    from certd.renewal.rules import renewal_decision
     from certd.store import leases
     from certd.store.types import utcnow
 
@@ -69,7 +69,7 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     def not_due(cert_cfg: CertificateConfig) -> str | None:
         """Why a certificate is left alone without --force (its state may change under us: ask
         again under the lease)."""
-        current = lifecycle.current_certificate(engine, cert_cfg.name)
+        current = pipeline.current_certificate(engine, cert_cfg.name)
         decision = renewal_decision(cert_cfg, current, utcnow())
         if current is None or decision.due or args.force:
             return None
@@ -90,14 +90,14 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     dns = cloudflare.from_config(config.cloudflare)
     cleanup_leftover_records(dns, engine, "certd issue")
 
-    def run(cert_cfg: CertificateConfig) -> tuple[str, lifecycle.RenewalResult | CertdError | str]:
+    def run(cert_cfg: CertificateConfig) -> tuple[str, pipeline.RenewalResult | CertdError | str]:
         name = cert_cfg.name
         try:
             with leases.held(engine, leases.certificate_lease(name), "certd issue"):
                 skip = not_due(cert_cfg)  # a daemon may have renewed it a moment ago
                 if skip:
                     return name, skip
-                return name, lifecycle.issue_and_deploy(config, engine, name, dns=dns, key=keys[name])
+                return name, pipeline.issue_and_deploy(config, engine, name, dns=dns, key=keys[name])
         except CertdError as exc:
             return name, exc
 

@@ -46,7 +46,7 @@ def _renew(args: argparse.Namespace) -> int:
 
 
 def _dry_run(config, names: list[str], force: bool) -> int:  # type: ignore[no-untyped-def]
-    from certd.maintain import Maintainer
+    from certd.renewal.check import Maintainer
 
     engine = _open_without_writing(config)
     if engine is None:
@@ -87,7 +87,7 @@ def _open_without_writing(config):  # type: ignore[no-untyped-def]
 
 def _for_real(config, names: list[str], force: bool) -> int:  # type: ignore[no-untyped-def]
     from certd.dns.challenges import cleanup_leftover_records
-    from certd.maintain import Maintainer, ensure_rows
+    from certd.renewal.check import Maintainer, ensure_rows
     from certd.store.leases import EX_TEMPFAIL
 
     engine = context.open_store(config)

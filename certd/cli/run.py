@@ -21,9 +21,9 @@ def _run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from certd import eventloop
+    from certd.runtime import eventloop
     from certd.config import resolve_config_path
-    from certd.daemon import Daemon
+    from certd.runtime.daemon import Daemon
 
     config = context.load(args)
     if not args.verbose:  # -v/-vv win over the config's level

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from certd import eventloop
+    from certd.runtime import eventloop
     from certd.errors import CertdError
 
     config = context.load(args)
@@ -61,7 +61,7 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
         # Chargers learn new roots before a listener serves a chain that needs them; a
         # certificate issued by another process (`certd issue`) is found in the store. Started
         # also when [rollover] is off: it then releases gates a previous run left in the store.
-        from certd.ocpp.rollout import RolloverEngine
+        from certd.rollover.engine import RolloverEngine
 
         rollover = RolloverEngine(config, engine, service)
         await rollover.start()

@@ -31,7 +31,7 @@ def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-
     """One row per configured certificate, from the store only (no network)."""
     from sqlmodel import select
 
-    from certd import renew as rules
+    from certd.renewal import rules
     from certd.store.db import session_scope
     from certd.store.leases import Lease, certificate_lease
     from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate

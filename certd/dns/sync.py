@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from certd.dns.addresses import InterfaceSnapshot, resolve_hosts
-from certd.dns.records import Action, DesiredHost, Plan, plan
+from certd.dns.records import Action, DesiredHost, OwnedRecord, Plan, plan
 from certd.errors import CertdError
 from certd.store.db import session_scope
-from certd.store.hosts import ManagedDnsRecord, all_rows, find_row, owned_records
+from certd.store.hosts import ManagedDnsRecord, all_rows, find_row
 from certd.store.types import utcnow
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+    from sqlmodel import Session
 
     from certd.config import Config
     from certd.dns.cloudflare import CloudflareDNS, DnsRecord, Zone
@@ -107,6 +108,20 @@ def _read_current(adapter: "CloudflareDNS", wanted: dict[str, "Zone"]
         except CertdError as exc:
             errors[name] = str(exc)
     return current, errors
+
+
+def as_owned(row: ManagedDnsRecord) -> OwnedRecord:
+    """The planner's view of one ownership row (the planner stays free of the store)."""
+    return OwnedRecord(
+        name=row.name, type=row.type, zone_id=row.zone_id, zone_name=row.zone_name,
+        record_id=row.record_id, content=row.content, keep=row.keep,
+        state=row.state,  # type: ignore[arg-type]
+        adopted=row.adopted, original_comment=row.original_comment,
+    )
+
+
+def owned_records(session: Session) -> list[OwnedRecord]:
+    return [as_owned(row) for row in all_rows(session)]
 
 
 def build_plan(config: "Config", engine: "sa.Engine", adapter: "CloudflareDNS",

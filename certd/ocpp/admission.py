@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from certd.ocpp.registry import REGISTRATION_ACCEPTED, REGISTRATION_PENDING, ChargerRecord
+from certd.ocpp.charger_registry import REGISTRATION_ACCEPTED, REGISTRATION_PENDING, ChargerRecord
 
 Policy = Literal["reject", "register", "accept"]
 

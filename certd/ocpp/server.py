@@ -24,11 +24,11 @@ from websockets.typing import Subprotocol
 
 from certd.config.ocpp import ListenerConfig, OcppConfig
 from certd.errors import CertdError
-from certd.ocpp import admission, auth, registry
+from certd.ocpp import admission, auth, charger_registry
 from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
-from certd.ocpp.registry import ChargerRecord, RegistryWriter
+from certd.ocpp.charger_registry import ChargerRecord, RegistryWriter
 from certd.ocpp.session import ChargerHook, ChargerSession
-from certd.tls import ContextHolder
+from certd.serve.tls import ContextHolder
 
 log = logging.getLogger("certd.ocpp")
 
@@ -269,7 +269,7 @@ class Listener:
         Runs in a worker thread; `credentials.matches` only reads (a charger verified before
         skips argon2).
         """
-        record = registry.lookup(self.shared.engine, charger_id)
+        record = charger_registry.lookup(self.shared.engine, charger_id)
         verdict = admission.decide(record, self.shared.ocpp.unknown_chargers, password is not None)
         if password is None:
             return LookedUp(record)
@@ -298,28 +298,28 @@ class Listener:
 
     def _rehash(self, charger_id: str, password: str) -> None:
         new_hash = auth.hash_password(password)
-        registry.set_password_hash(self.shared.engine, charger_id, new_hash)
+        charger_registry.set_password_hash(self.shared.engine, charger_id, new_hash)
         self.shared.credentials.remember(charger_id, new_hash, password)
 
     def _register(self, charger_id: str, verdict: admission.Register, password: str | None,
                   address: str | None) -> ChargerRecord:
         ocpp = self.shared.ocpp
-        record = registry.insert_charger(
+        record = charger_registry.insert_charger(
             self.shared.engine, charger_id,
             password_hash=auth.hash_password(password) if password is not None else None,
             heartbeat_class=ocpp.default_heartbeat_class,
             registration=verdict.registration,
             if_absent=True,
         )
-        registry.record_audit(self.shared.engine, "registered", charger_id, address,
+        charger_registry.record_audit(self.shared.engine, "registered", charger_id, address,
                               f"unknown charger recorded as {verdict.registration}")
         log.warning("unknown charger %s from %s recorded as %s", charger_id, address,
                     verdict.registration)
         return record
 
     def _store_first_password(self, charger_id: str, password: str) -> ChargerRecord | None:
-        registry.set_password_hash(self.shared.engine, charger_id, auth.hash_password(password))
-        return registry.lookup(self.shared.engine, charger_id)
+        charger_registry.set_password_hash(self.shared.engine, charger_id, auth.hash_password(password))
+        return charger_registry.lookup(self.shared.engine, charger_id)
 
     def _select_subprotocol(self, connection: ServerConnection,
                             offered: Sequence[Subprotocol]) -> Subprotocol | None:

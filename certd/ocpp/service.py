@@ -31,13 +31,13 @@ from cryptography import x509
 from certd.config import Config
 from certd.config.ocpp import ListenerConfig, listener_certificate_errors
 from certd.errors import ConfigError
-from certd.ocpp import auth, registry
-from certd.ocpp.material import served_certificate
+from certd.ocpp import auth, charger_registry
+from certd.serve.material import served_certificate
 from certd.ocpp.server import Listener, Shared
 from certd.ocpp.session import ChargerHook, ChargerSession, ConnectedCharger
 from certd.store.db import session_scope
 from certd.store.types import utcnow
-from certd.tls import (
+from certd.serve.tls import (
     ContextHolder,
     KeyPairPem,
     Prepared,
@@ -74,7 +74,7 @@ def tune_process_for_many_connections() -> None:
       are small, so new TLS connections get one TLS record's worth instead
       (listeners also trim each buffer after its handshake when this is not
       called, but by then the large buffer has fragmented the heap). uvloop
-      (certd.eventloop's choice when installed) mallocs its 256 KiB buffer
+      (certd.runtime.eventloop's choice when installed) mallocs its 256 KiB buffer
       without touching it, so only the pages a read fills become resident:
       this setting does not apply there and is not needed;
     - the garbage collector: what startup allocated is frozen out of its sight
@@ -140,7 +140,7 @@ class OcppService:
         self.shared = Shared(
             ocpp=self.ocpp,
             engine=engine,
-            writer=registry.RegistryWriter(engine, self.node),
+            writer=charger_registry.RegistryWriter(engine, self.node),
             limiter=auth.FailureLimiter(self.ocpp.auth_failure_limit, self.ocpp.auth_failure_window),
             credentials=auth.VerifiedCredentials(),
             sessions={},
@@ -163,7 +163,7 @@ class OcppService:
         # Inline validation of these small payloads is cheaper and keeps ordering simple.
         ocpp.messages.ASYNC_VALIDATION = False
         self._anchors = await asyncio.to_thread(load_trust_anchors, self.ocpp.trust_roots)
-        cleared = await asyncio.to_thread(registry.clear_node, self.engine, self.node)
+        cleared = await asyncio.to_thread(charger_registry.clear_node, self.engine, self.node)
         if cleared:
             log.info("marked %d charger(s) offline that node %s held before its restart",
                      cleared, self.node)
@@ -192,7 +192,7 @@ class OcppService:
             await state.listener.close()
             state.started = False
         await self.shared.writer.close()
-        await asyncio.to_thread(registry.clear_node, self.engine, self.node)
+        await asyncio.to_thread(charger_registry.clear_node, self.engine, self.node)
 
     async def reload(self, cert_name: str | None = None) -> list[ReloadResult]:
         """Re-read the material of listeners serving `cert_name` (all listeners if None)."""

@@ -21,7 +21,7 @@ from certd.store.types import utcnow
 if TYPE_CHECKING:
     from ocpp.charge_point import ChargePoint
 
-    from certd.ocpp.registry import RegistryWriter
+    from certd.ocpp.charger_registry import RegistryWriter
 
 log = logging.getLogger("certd.ocpp")
 # The `ocpp` library logs every frame at INFO and handler errors with tracebacks here.
@@ -98,9 +98,9 @@ class ChargerSession:
         """A pending charger may have been approved (`certd chargers approve`) while connected:
         ask the store again at each BootNotification until it is accepted."""
         if self.registration == REGISTRATION_PENDING:
-            from certd.ocpp import registry
+            from certd.ocpp import charger_registry
 
-            record = await asyncio.to_thread(registry.lookup, self.writer.engine, self.charger_id)
+            record = await asyncio.to_thread(charger_registry.lookup, self.writer.engine, self.charger_id)
             if record is not None:
                 self.registration = record.registration
         return self.registration

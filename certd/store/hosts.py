@@ -13,7 +13,6 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
-from certd.dns.records import OwnedRecord
 from certd.store.types import UTCDateTime, utcnow
 
 STATES = ("creating", "present", "deleting")
@@ -46,23 +45,11 @@ class ManagedDnsRecord(SQLModel, table=True):
     last_checked_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     last_changed_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
-    def as_owned(self) -> OwnedRecord:
-        return OwnedRecord(
-            name=self.name, type=self.type, zone_id=self.zone_id, zone_name=self.zone_name,
-            record_id=self.record_id, content=self.content, keep=self.keep,
-            state=self.state,  # type: ignore[arg-type]
-            adopted=self.adopted, original_comment=self.original_comment,
-        )
-
 
 def all_rows(session: Session) -> list[ManagedDnsRecord]:
     return list(session.exec(
         select(ManagedDnsRecord).order_by(ManagedDnsRecord.name, ManagedDnsRecord.type)
     ))
-
-
-def owned_records(session: Session) -> list[OwnedRecord]:
-    return [row.as_owned() for row in all_rows(session)]
 
 
 def find_row(session: Session, name: str, rtype: str) -> ManagedDnsRecord | None:

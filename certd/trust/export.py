@@ -1,6 +1,6 @@
 """Write a bundle version to disk as pem, der, manifest or a Quectel provisioning kit.
 
-Every file goes through `certd.fileio.atomic_write` (temp file, fsync, rename),
+Every file goes through `certd.deploy.atomic.atomic_write` (temp file, fsync, rename),
 so a module provisioning tool never reads half a bundle. Files written by an
 earlier export of the same bundle that the new version no longer has are
 removed, so a directory never mixes versions.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certd.config.trust import QuectelConfig
-from certd.fileio import atomic_write
+from certd.deploy.atomic import atomic_write
 from certd.trust import TrustError
 from certd.trust.certs import parse_pem_bundle
 from certd.trust.quectel import provisioning_script

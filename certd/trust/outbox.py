@@ -25,8 +25,8 @@ from certd.errors import CertdError
 from certd.store.db import session_scope
 from certd.store.trust import TrustBundleVersion, TrustDelivery, TrustDeliveryAttempt
 from certd.store.types import utcnow
-from certd.trust import registry as http
-from certd.trust.registry import PostOutcome
+from certd.trust import http_registry as http
+from certd.trust.http_registry import PostOutcome
 
 log = logging.getLogger(__name__)
 

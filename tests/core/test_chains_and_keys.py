@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certd.acme.chains import select_chain
-from certd.keys import cert_info, generate_key, key_matches_cert, make_csr, split_pem_chain
+from certd.issue.chains import select_chain
+from certd.issue.keys import cert_info, generate_key, key_matches_cert, make_csr, split_pem_chain
 
 
 def _cert(subject: str, issuer: str, key, signer) -> str:  # type: ignore[no-untyped-def]
@@ -83,7 +83,7 @@ def test_csr_cn_skips_names_too_long_for_a_cn() -> None:
 
 
 def test_retry_after_is_bounded_and_only_ascii_seconds() -> None:
-    from certd.acme.ari import MAX_RETRY_AFTER_S, parse_retry_after
+    from certd.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 
     now = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
     assert parse_retry_after("120", now) == now + dt.timedelta(seconds=120)

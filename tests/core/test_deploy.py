@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from certd import deploy as deploy_mod
+from certd.deploy import files as deploy_mod
 from certd.config import parse_config
-from certd.deploy import deploy, write_targets
+from certd.deploy.files import deploy, write_targets
 from certd.errors import DeployError
 from certd.store.models import IssuedCertificate
 
@@ -228,7 +228,7 @@ def test_failed_rename_puts_every_replaced_file_back(tmp_path: Path, monkeypatch
 BUSY_TARGET_SCRIPT = """
 import json, subprocess, sys
 from pathlib import Path
-from certd.deploy import write_targets
+from certd.deploy.files import write_targets
 from certd.errors import DeployError
 from tests.core.test_deploy import cert_config, issued
 tmp_path = Path(sys.argv[1])

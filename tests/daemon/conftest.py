@@ -19,7 +19,7 @@ import pytest
 from sqlmodel import select
 
 from certd.config import parse_config
-from certd.daemon import Daemon
+from certd.runtime.daemon import Daemon
 from certd.sandbox import PebbleNotFoundError, PebbleServer, SandboxWorld, find_pebble
 from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml, toml_str
 from certd.store.db import make_engine, session_scope, upgrade

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from certd.acme.ari import cert_id
+from certd.issue.ari import cert_id
 from tests.daemon.conftest import MovableClock, cert_toml, run, running_daemon
 
 HOUR = dt.timedelta(hours=1)
@@ -41,9 +41,9 @@ def test_cert_id_matches_rfc_9773_example_and_acme_library(make_setup) -> None:
     from acme.client import _renewal_info_path_component
 
     setup = make_setup(cert_toml("web", ["local.example.com"]))
-    from certd import lifecycle
+    from certd.renewal import pipeline
 
-    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    issued = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
     parsed = x509.load_pem_x509_certificate(issued.cert_pem.encode())
     assert cert_id(issued.cert_pem) == _renewal_info_path_component(parsed)
 
@@ -142,7 +142,7 @@ def test_refused_replaces_is_ordered_again_without_it(make_setup, pebble_factory
 
 def test_rate_limited_order_waits_for_the_ca(make_setup, pebble_factory, ari_proxy_factory) -> None:
     """A 429 rateLimited order is not retried within minutes: at least Retry-After (or the fallback)."""
-    from certd.renew import RATE_LIMIT_FALLBACK
+    from certd.renewal.rules import RATE_LIMIT_FALLBACK
 
     setup, proxy = _ari_setup(make_setup, pebble_factory, ari_proxy_factory, rate_limit_orders=1)
     clock = MovableClock()

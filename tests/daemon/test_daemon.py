@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from certd.renew import BACKOFF_JITTER
+from certd.renewal.rules import BACKOFF_JITTER
 from certd.store.db import session_scope
 from certd.store.models import ChallengeRecord, IssuedCertificate
 from tests.daemon.conftest import MovableClock, cert_toml, run, running_daemon
@@ -259,7 +259,7 @@ def test_missing_files_are_redeployed_and_bad_material_renewed_at_once(make_setu
             assert len(setup.attempts()) == 1
 
             # The stored key no longer belongs to the certificate: renew at once.
-            from certd.keys import generate_key, key_to_pem
+            from certd.issue.keys import generate_key, key_to_pem
 
             with session_scope(setup.engine) as session:
                 row = session.get(IssuedCertificate, first.id)

@@ -9,8 +9,8 @@ import socket
 import threading
 import time
 
-import certd.maintain as maintain
-from certd.daemon import Daemon
+import certd.renewal.check as maintain
+from certd.runtime.daemon import Daemon
 from tests.daemon.conftest import cert_toml, run, running_daemon
 
 
@@ -99,7 +99,7 @@ def test_a_config_that_is_not_utf8_is_refused_and_systemd_hears_ready_again(make
     receiver.bind(str(notify))
     receiver.settimeout(5)
     setup = make_setup(cert_toml("web", ["local.example.com"]), validity=3600)
-    from certd.sdnotify import Notifier
+    from certd.runtime.sdnotify import Notifier
 
     async def scenario() -> None:
         daemon = Daemon(setup.config_path, setup.config, install_signals=False,

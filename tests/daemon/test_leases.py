@@ -10,7 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from certd.maintain import Maintainer
+from certd.renewal.check import Maintainer
 from certd.store import leases
 from certd.store.db import make_engine, upgrade
 from tests.daemon.conftest import cert_toml
@@ -173,7 +173,7 @@ def test_renew_and_issue_by_hand_wait_for_the_daemon_instead_of_ordering_twice(m
 
 
 def test_records_of_a_crashed_nodes_order_are_removed_once_its_lease_expires(make_setup) -> None:
-    from certd.daemon import CHALLENGE_CLEANUP_INTERVAL
+    from certd.runtime.daemon import CHALLENGE_CLEANUP_INTERVAL
     from certd.dns import cloudflare
     from certd.dns.challenges import Dns01Records, cleanup_leftover_records
     from certd.store.db import session_scope

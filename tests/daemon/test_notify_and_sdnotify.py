@@ -14,7 +14,7 @@ import pytest
 
 from certd.config import parse_config
 from certd.notify import Alert, run_notify_hook
-from certd.sdnotify import Notifier
+from certd.runtime.sdnotify import Notifier
 
 NOW = dt.datetime(2027, 5, 1, 8, 0, tzinfo=dt.timezone.utc)
 

@@ -1,4 +1,4 @@
-"""certd.renew: every timing rule, as pure functions of data and a clock (no I/O, milliseconds)."""
+"""certd.renewal.rules: every timing rule, as pure functions of data and a clock (no I/O, milliseconds)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certd import renew as rules
+from certd.renewal import rules
 from certd.config import CertificateConfig
-from certd.keys import key_to_pem
+from certd.issue.keys import key_to_pem
 from certd.store.models import IssuedCertificate
 
 T0 = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.timezone.utc)

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from certd.config import parse_config
-from certd.maintain import Maintainer
+from certd.renewal.check import Maintainer
 from tests.daemon.conftest import cert_toml
 
 

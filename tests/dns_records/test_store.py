@@ -10,7 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from certd.store.db import _alembic_config, make_engine, session_scope, upgrade
-from certd.store.hosts import ManagedDnsRecord, find_row, owned_records
+from certd.dns.sync import owned_records
+from certd.store.hosts import ManagedDnsRecord, find_row
 
 
 def test_migration_up_matches_model_and_down(db_url: str):

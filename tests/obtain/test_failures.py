@@ -10,7 +10,7 @@ import time
 
 from sqlmodel import select
 
-from certd import lifecycle
+from certd.renewal import pipeline
 from certd.sandbox.certd_config import TOKEN_ENV
 from certd.store.db import session_scope
 from certd.store.models import ChallengeRecord
@@ -75,7 +75,7 @@ def test_a_second_command_leaves_the_records_of_an_order_in_flight_alone(make_se
             first.kill()
             first.communicate()
     assert first.returncode == 0, err
-    assert "web: issued serial" in out and lifecycle.current_certificate(setup.engine, "web") is not None
+    assert "web: issued serial" in out and pipeline.current_certificate(setup.engine, "web") is not None
     assert txt_records(setup.world) == []
 
 
@@ -129,7 +129,7 @@ def test_survives_429_bursts_and_5xx_without_duplicates(make_setup) -> None:
     emulator = setup.world.emulator
     emulator.inject_429(3, retry_after=0.2)
     emulator.inject_5xx(1, status=502, writes_only=True, after_apply=True)  # created, answer lost
-    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    issued = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
     assert issued.serial
     assert txt_records(setup.world) == []
     statuses = [r.status for r in emulator.requests]
@@ -140,7 +140,7 @@ def test_survives_propagation_delay(make_setup) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]))
     setup.world.emulator.propagation_delay = 1.5
     started = time.monotonic()
-    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    issued = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
     assert issued.serial
     assert time.monotonic() - started >= 1.5  # it waited for the records, not a fixed sleep
     assert txt_records(setup.world) == []

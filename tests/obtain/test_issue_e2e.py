@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.verification import PolicyBuilder, Store
 from sqlmodel import select
 
-from certd import lifecycle
-from certd.keys import load_key, split_pem_chain
+from certd.renewal import pipeline
+from certd.issue.keys import load_key, split_pem_chain
 from certd.sandbox import PebbleServer, SandboxWorld
 from certd.store.db import session_scope
 from certd.store.models import AcmeAccount, ChallengeRecord, IssuanceAttempt
@@ -34,7 +34,7 @@ def txt_records(world: SandboxWorld) -> list[dict]:
 
 def test_one_name_rsa2048_chain_verifies_to_pebble_root(make_setup, tmp_path: Path) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"], tmp_path / "ssl"))
-    result = lifecycle.issue_and_deploy(setup.config, setup.engine, "web")
+    result = pipeline.issue_and_deploy(setup.config, setup.engine, "web")
 
     fullchain = (tmp_path / "ssl" / "fullchain.pem").read_text()
     verify_chain(fullchain, setup.pebble.roots()[0], "local.example.com")
@@ -52,7 +52,7 @@ def test_one_name_rsa2048_chain_verifies_to_pebble_root(make_setup, tmp_path: Pa
 def test_sans_and_wildcard_share_one_txt_name(make_setup, tmp_path: Path) -> None:
     domains = ["example.com", "*.example.com", "local.example.com", "ocpp.example.net"]
     setup = make_setup(cert_toml("multi", domains, tmp_path / "out"))
-    lifecycle.issue_and_deploy(setup.config, setup.engine, "multi")
+    pipeline.issue_and_deploy(setup.config, setup.engine, "multi")
 
     leaf = x509.load_pem_x509_certificate((tmp_path / "out" / "cert.pem").read_bytes())
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -66,9 +66,9 @@ def test_sans_and_wildcard_share_one_txt_name(make_setup, tmp_path: Path) -> Non
 
 def test_reissue_replaces_files_and_archives_old(make_setup, tmp_path: Path) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"], tmp_path / "ssl"))
-    first = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    first = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
     old_fullchain = (tmp_path / "ssl" / "fullchain.pem").read_bytes()
-    second = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    second = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
 
     assert first.serial != second.serial
     new_fullchain = (tmp_path / "ssl" / "fullchain.pem").read_bytes()
@@ -84,7 +84,7 @@ def test_reissue_replaces_files_and_archives_old(make_setup, tmp_path: Path) -> 
 
 def test_second_run_reuses_account(make_setup, tmp_path: Path) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]))
-    lifecycle.issue_and_deploy(setup.config, setup.engine, "web")
+    pipeline.issue_and_deploy(setup.config, setup.engine, "web")
     with session_scope(setup.engine) as session:
         first = session.exec(select(AcmeAccount)).all()
     result = setup.cli("issue", "web", "--force")
@@ -147,8 +147,8 @@ def test_preferred_chain_picks_alternate(cf_world: SandboxWorld, make_setup, tmp
 
 def test_store_on_sqlite_and_postgresql(make_setup, db_url: str) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]), db_url=db_url)
-    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
-    current = lifecycle.current_certificate(setup.engine, "web")
+    issued = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
+    current = pipeline.current_certificate(setup.engine, "web")
     assert current is not None and current.serial == issued.serial
     assert current.not_after.tzinfo is not None
     assert json.loads(current.chain_fingerprints)  # the chain is recorded
@@ -161,11 +161,11 @@ def test_store_on_sqlite_and_postgresql(make_setup, db_url: str) -> None:
 def test_ca_that_forgot_the_account_gets_it_registered_again(make_setup) -> None:
     """Pebble keeps accounts in memory: after a restart the stored registration is unknown."""
     setup = make_setup(cert_toml("web", ["local.example.com"]))
-    lifecycle.issue_and_deploy(setup.config, setup.engine, "web")
+    pipeline.issue_and_deploy(setup.config, setup.engine, "web")
     with session_scope(setup.engine) as session:
         before = session.exec(select(AcmeAccount)).one()
     setup.pebble.restart()
-    issued = lifecycle.issue_and_deploy(setup.config, setup.engine, "web").issued
+    issued = pipeline.issue_and_deploy(setup.config, setup.engine, "web").issued
     verify_chain(issued.cert_pem + issued.chain_pem, setup.pebble.roots()[0], "local.example.com")
     with session_scope(setup.engine) as session:
         after = session.exec(select(AcmeAccount)).one()

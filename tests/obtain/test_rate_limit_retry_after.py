@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from certd.acme.account import acme_client_for
-from certd.acme.order import RateLimited
+from certd.issue.account import acme_client_for
+from certd.issue.order import RateLimited
 from certd.config import parse_config
 from certd.store.db import make_engine, upgrade
 
@@ -85,7 +85,7 @@ def test_rate_limited_new_account_is_certd_rate_limited_with_retry_after(
 
 _CHECK_HTTP_DATE = r"""
 import datetime as dt, requests
-from certd.acme.order import RateLimitedResponse, RetryAfterAwareNetwork
+from certd.issue.order import RateLimitedResponse, RetryAfterAwareNetwork
 when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 response = requests.Response()
 response.status_code = 429

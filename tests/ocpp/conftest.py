@@ -19,7 +19,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from certd import eventloop
+from certd.runtime import eventloop
 from certd.config import Config
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, upgrade

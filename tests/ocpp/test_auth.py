@@ -6,7 +6,7 @@ import base64
 import pytest
 
 from certd.ocpp import admission, auth
-from certd.ocpp.registry import ChargerRecord
+from certd.ocpp.charger_registry import ChargerRecord
 
 
 def _header(text: str) -> str:

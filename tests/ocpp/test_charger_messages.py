@@ -9,8 +9,8 @@ import time
 
 import pytest
 from ocpp.v16 import call as c16
-from certd.ocpp import auth, registry
-from certd.ocpp.provision import Provisioner
+from certd.ocpp import auth, charger_registry
+from certd.rollover.provision import Provisioner
 from tests.ocpp.conftest import HOST, basic, boot16, boot201, charge_point, make_config, open_ws, run, running
 from tests.ocpp.pki import store_current
 
@@ -19,8 +19,8 @@ PW = "correct-horse-battery-staple"
 @pytest.fixture
 def world(ca, engine):  # type: ignore[no-untyped-def]
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
-    registry.insert_charger(engine, "CP1", password_hash=auth.hash_password(PW), registration="pending", heartbeat_class="default")
-    registry.insert_charger(engine, "CP2", password_hash=auth.hash_password(PW), heartbeat_class="default")
+    charger_registry.insert_charger(engine, "CP1", password_hash=auth.hash_password(PW), registration="pending", heartbeat_class="default")
+    charger_registry.insert_charger(engine, "CP2", password_hash=auth.hash_password(PW), heartbeat_class="default")
     return engine
 
 
@@ -31,7 +31,7 @@ def test_a_charger_approved_while_connected_is_accepted_at_its_next_boot(ca, ca_
                 async with charge_point(ws, "ocpp1.6", "CP1") as cp:
                     r = await cp.call(boot16()); assert r.status == "Pending"
                     # operator runs `certd chargers approve CP1` (same DB write as the CLI)
-                    assert registry.update_charger(world, "CP1", registration="accepted")
+                    assert charger_registry.update_charger(world, "CP1", registration="accepted")
                     r = await cp.call(boot16())   # charger retries after `interval`
                     assert r.status == "Accepted"
     run(main())

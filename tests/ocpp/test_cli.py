@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certd.cli import main
-from certd.ocpp import auth, registry
+from certd.ocpp import auth, charger_registry
 from certd.store.db import make_engine
 from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, run
 from tests.ocpp.pki import store_current
@@ -53,7 +53,7 @@ def test_add_generates_a_password_printed_once(config_file, capsys) -> None:  # 
     out = capsys.readouterr().out
     password = out.strip().splitlines()[-1]
     assert len(password) == 24 and password.isalnum()
-    record = registry.lookup(_engine(config_file), "DE*BMW*0123456789")
+    record = charger_registry.lookup(_engine(config_file), "DE*BMW*0123456789")
     assert record.heartbeat_class == "wallbox" and auth.verify_password(record.password_hash, password)
     assert password not in record.password_hash
 
@@ -70,8 +70,8 @@ def test_add_generates_a_password_printed_once(config_file, capsys) -> None:  # 
     assert "not a valid charge point id" in capsys.readouterr().err
     assert main(["--config", str(config_file), "chargers", "add", "CP2\n"]) == 1  # `$` let it in
     assert "not a valid charge point id" in capsys.readouterr().err
-    assert registry.lookup(_engine(config_file), "CP2") is None
-    assert registry.lookup(_engine(config_file), "CP2\n") is None
+    assert charger_registry.lookup(_engine(config_file), "CP2") is None
+    assert charger_registry.lookup(_engine(config_file), "CP2\n") is None
 
 
 def test_given_password_set_password_and_remove(config_file, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -81,20 +81,20 @@ def test_given_password_set_password_and_remove(config_file, capsys, monkeypatch
     assert main(cfg + ["add", "CP1", "--password", "sixteen-chars-ok"]) == 0
     assert "sixteen-chars-ok" not in capsys.readouterr().out  # a given password is not echoed
     engine = _engine(config_file)
-    assert auth.verify_password(registry.lookup(engine, "CP1").password_hash, "sixteen-chars-ok")
+    assert auth.verify_password(charger_registry.lookup(engine, "CP1").password_hash, "sixteen-chars-ok")
 
     import io
     monkeypatch.setattr(sys, "stdin", io.StringIO("from-stdin-password-1\n"))
     assert main(cfg + ["set-password", "CP1", "--password-stdin"]) == 0
-    assert auth.verify_password(registry.lookup(engine, "CP1").password_hash, "from-stdin-password-1")
+    assert auth.verify_password(charger_registry.lookup(engine, "CP1").password_hash, "from-stdin-password-1")
     assert main(cfg + ["set-password", "CP1"]) == 0
     generated = capsys.readouterr().out.strip().splitlines()[-1]
-    assert auth.verify_password(registry.lookup(engine, "CP1").password_hash, generated)
+    assert auth.verify_password(charger_registry.lookup(engine, "CP1").password_hash, generated)
 
     assert main(cfg + ["disable", "CP1"]) == 0
-    assert registry.lookup(engine, "CP1").enabled is False
+    assert charger_registry.lookup(engine, "CP1").enabled is False
     assert main(cfg + ["remove", "CP1"]) == 0
-    assert registry.lookup(engine, "CP1") is None
+    assert charger_registry.lookup(engine, "CP1") is None
     assert main(cfg + ["remove", "CP1"]) == 1
     assert "no charger 'CP1'" in capsys.readouterr().err
 
@@ -109,7 +109,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(config_file, ca) -> None: 
     store_current(engine, "ocpp-rsa", old_leaf)
     password = "serve-test-password-1"
     for charger_id in ("CP1", "CP2"):
-        registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
+        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
                                 heartbeat_class="default")
     process = subprocess.Popen(
         [sys.executable, "-m", "certd", "--config", str(config_file), "serve"],
@@ -149,5 +149,5 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(config_file, ca) -> None: 
         if process.poll() is None:
             process.kill()
             process.wait()
-    rows = {row.charger_id: row for row in registry.list_chargers(engine)}
+    rows = {row.charger_id: row for row in charger_registry.list_chargers(engine)}
     assert rows["CP1"].vendor == "TestVendor" and rows["CP1"].connected_node is None

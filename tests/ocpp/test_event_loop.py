@@ -1,4 +1,4 @@
-"""certd.eventloop: the loop choice, and what the OCPP endpoint needs from the loop, on both loops.
+"""certd.runtime.eventloop: the loop choice, and what the OCPP endpoint needs from the loop, on both loops.
 
 The rest of tests/ocpp runs on the loop `certd serve` uses (uvloop when installed;
 CERTD_EVENT_LOOP=asyncio for asyncio). Here each loop-sensitive behaviour runs on
@@ -15,9 +15,9 @@ import sys
 import pytest
 from ocpp.v16 import call
 
-from certd import eventloop
+from certd.runtime import eventloop
 from certd.errors import CertdError
-from certd.ocpp import auth, registry
+from certd.ocpp import auth, charger_registry
 from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
@@ -56,7 +56,7 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(monkeypatch) -> N
 @pytest.fixture
 def store(engine):  # type: ignore[no-untyped-def]
     for charger_id in ("CP1", "CP2"):
-        registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
+        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
                                 heartbeat_class="gsm")
     return engine
 

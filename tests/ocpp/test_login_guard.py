@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import select
 from websockets.exceptions import InvalidStatus
 
-from certd.ocpp import auth, registry
+from certd.ocpp import auth, charger_registry
 from certd.ocpp.server import DUMMY_HASH_CHECKED
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import session_scope
@@ -22,9 +22,9 @@ PASSWORD = "correct-horse-battery-staple"
 @pytest.fixture
 def world(ca, engine):  # type: ignore[no-untyped-def]
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
-    registry.insert_charger(engine, "CP1", password_hash=auth.hash_password(PASSWORD),
+    charger_registry.insert_charger(engine, "CP1", password_hash=auth.hash_password(PASSWORD),
                             heartbeat_class="gsm")
-    registry.insert_charger(engine, "OFF1", password_hash=auth.hash_password(PASSWORD),
+    charger_registry.insert_charger(engine, "OFF1", password_hash=auth.hash_password(PASSWORD),
                             heartbeat_class="gsm", enabled=False)
     return engine
 

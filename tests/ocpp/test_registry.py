@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from certd.ocpp import registry
+from certd.ocpp import charger_registry
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import make_engine, session_scope, upgrade
 
@@ -19,35 +19,35 @@ def _engine(db_url: str) -> sa.Engine:
 
 def test_rows_roundtrip(db_url: str) -> None:
     engine = _engine(db_url)
-    record = registry.insert_charger(engine, "DE*BMW*0123456789", password_hash="$argon2id$x",
+    record = charger_registry.insert_charger(engine, "DE*BMW*0123456789", password_hash="$argon2id$x",
                                      heartbeat_class="gsm")
     assert record.heartbeat_class == "gsm" and record.enabled
     try:
-        registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=None, heartbeat_class="default")
-    except registry.ChargerExists:
+        charger_registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=None, heartbeat_class="default")
+    except charger_registry.ChargerExists:
         pass
     else:
         raise AssertionError("a second insert of the same id must fail")
-    again = registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=None,
+    again = charger_registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=None,
                                     heartbeat_class="default", if_absent=True)
     assert again == record
-    assert registry.set_password_hash(engine, "DE*BMW*0123456789", "$argon2id$y")
-    assert registry.lookup(engine, "DE*BMW*0123456789").password_hash == "$argon2id$y"
-    assert [c.charger_id for c in registry.list_chargers(engine)] == ["DE*BMW*0123456789"]
-    assert registry.remove_charger(engine, "DE*BMW*0123456789")
-    assert registry.lookup(engine, "DE*BMW*0123456789") is None
-    assert not registry.remove_charger(engine, "DE*BMW*0123456789")
+    assert charger_registry.set_password_hash(engine, "DE*BMW*0123456789", "$argon2id$y")
+    assert charger_registry.lookup(engine, "DE*BMW*0123456789").password_hash == "$argon2id$y"
+    assert [c.charger_id for c in charger_registry.list_chargers(engine)] == ["DE*BMW*0123456789"]
+    assert charger_registry.remove_charger(engine, "DE*BMW*0123456789")
+    assert charger_registry.lookup(engine, "DE*BMW*0123456789") is None
+    assert not charger_registry.remove_charger(engine, "DE*BMW*0123456789")
     engine.dispose()
 
 
 def test_writer_batches_state_and_keeps_nothing_only_in_memory(db_url: str) -> None:
     engine = _engine(db_url)
     for cid in ("CP1", "CP2"):
-        registry.insert_charger(engine, cid, password_hash=None, heartbeat_class="default")
+        charger_registry.insert_charger(engine, cid, password_hash=None, heartbeat_class="default")
     clock = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
 
     async def scenario() -> None:
-        writer = registry.RegistryWriter(engine, "node-a", flush_interval=0.01, clock=lambda: clock[0])
+        writer = charger_registry.RegistryWriter(engine, "node-a", flush_interval=0.01, clock=lambda: clock[0])
         writer.connected("CP1", "ocpp1.6", "127.0.0.1")
         writer.boot("CP1", vendor="V", model="M", firmware_version="1.0", serial_number=None)
         writer.connected("CP2", "ocpp2.0.1", "127.0.0.2")
@@ -70,9 +70,9 @@ def test_writer_batches_state_and_keeps_nothing_only_in_memory(db_url: str) -> N
     assert [(e.kind, e.charger_id, e.detail) for e in events] == [("auth_failed", "CP9", "wrong password")]
 
     # A restart of node-a clears only what node-a held.
-    registry.update_charger(engine, "CP2", connected_node="node-b")
-    assert registry.clear_node(engine, "node-a") == 1
-    assert registry.lookup(engine, "CP1") is not None
+    charger_registry.update_charger(engine, "CP2", connected_node="node-b")
+    assert charger_registry.clear_node(engine, "node-a") == 1
+    assert charger_registry.lookup(engine, "CP1") is not None
     with session_scope(engine) as session:
         assert session.get(Charger, "CP1").connected_node is None
         assert session.get(Charger, "CP2").connected_node == "node-b"
@@ -81,11 +81,11 @@ def test_writer_batches_state_and_keeps_nothing_only_in_memory(db_url: str) -> N
 
 def test_disconnect_does_not_clear_a_charger_now_on_another_node(db_url: str) -> None:
     engine = _engine(db_url)
-    registry.insert_charger(engine, "CP1", password_hash=None, heartbeat_class="default")
-    registry.update_charger(engine, "CP1", connected_node="node-b")
+    charger_registry.insert_charger(engine, "CP1", password_hash=None, heartbeat_class="default")
+    charger_registry.update_charger(engine, "CP1", connected_node="node-b")
 
     async def scenario() -> None:
-        writer = registry.RegistryWriter(engine, "node-a")
+        writer = charger_registry.RegistryWriter(engine, "node-a")
         writer.disconnected("CP1")
         await writer.flush()
 
@@ -99,7 +99,7 @@ def test_a_failed_write_keeps_the_connect_when_a_heartbeat_came_meanwhile(db_url
     """The store is away during one flush (charger table renamed); a heartbeat queued while that
     write runs must not replace the connect, version and boot info when the batch is put back."""
     engine = _engine(db_url)
-    registry.insert_charger(engine, "CP1", password_hash=None, heartbeat_class="default")
+    charger_registry.insert_charger(engine, "CP1", password_hash=None, heartbeat_class="default")
     clock = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
 
     def rename(old: str, new: str) -> None:
@@ -107,7 +107,7 @@ def test_a_failed_write_keeps_the_connect_when_a_heartbeat_came_meanwhile(db_url
             conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
 
     async def scenario() -> None:
-        writer = registry.RegistryWriter(engine, "node-a", clock=lambda: clock[0])
+        writer = charger_registry.RegistryWriter(engine, "node-a", clock=lambda: clock[0])
         writer.connected("CP1", "ocpp1.6", "127.0.0.1")
         writer.boot("CP1", vendor="V", model="M", firmware_version="1.0", serial_number=None)
         rename("charger", "charger_away")
@@ -136,9 +136,9 @@ def test_a_failed_write_keeps_the_connect_when_a_heartbeat_came_meanwhile(db_url
 def test_pending_changes_merge_field_by_field() -> None:
     """A disconnect queued after a failed connect wins; what it does not touch is kept."""
     at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    failed = registry._Pending(connected=True, connected_since=at, version="ocpp2.0.1", address="10.0.0.1",
+    failed = charger_registry._Pending(connected=True, connected_since=at, version="ocpp2.0.1", address="10.0.0.1",
                                last_seen=at, boot={"vendor": "V", "model": "M"})
-    newer = registry._Pending(connected=False, last_seen=at + dt.timedelta(seconds=5),
+    newer = charger_registry._Pending(connected=False, last_seen=at + dt.timedelta(seconds=5),
                               boot={"model": "M2"})
     merged = failed.merged_with(newer)
     assert (merged.connected, merged.connected_since) == (False, None)

@@ -9,7 +9,7 @@ from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from sqlmodel import select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from certd.ocpp import auth, registry
+from certd.ocpp import auth, charger_registry
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import session_scope
 from tests.ocpp.conftest import (
@@ -24,9 +24,9 @@ PASSWORD = "correct-horse-battery-staple"
 def world(ca, ca_file, engine):  # type: ignore[no-untyped-def]
     """Store with a current RSA certificate and two known chargers (gsm and default class)."""
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
-    registry.insert_charger(engine, "GSM-0001", password_hash=auth.hash_password(PASSWORD),
+    charger_registry.insert_charger(engine, "GSM-0001", password_hash=auth.hash_password(PASSWORD),
                             heartbeat_class="gsm")
-    registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=auth.hash_password(PASSWORD),
+    charger_registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=auth.hash_password(PASSWORD),
                             heartbeat_class="default")
     return engine
 
@@ -201,12 +201,12 @@ def test_unknown_charger_policies(ca, ca_file, world, policy, expected_status, e
                     async with open_ws(service, "/ocpp/NEW-001", ca, headers=headers):
                         pass
                 assert _status(info) == 401
-                assert registry.lookup(world, "NEW-001") is None
+                assert charger_registry.lookup(world, "NEW-001") is None
                 return
             async with open_ws(service, "/ocpp/NEW-001", ca, headers=headers) as ws:
                 async with charge_point(ws, "ocpp1.6", "NEW-001") as cp:
                     assert (await cp.call(boot16())).status == expected_status
-            record = registry.lookup(world, "NEW-001")
+            record = charger_registry.lookup(world, "NEW-001")
             assert record.registration == expected_registration
             assert auth.verify_password(record.password_hash, "first-use-password-42")
             # Trust on first use: the id is now bound to that password.

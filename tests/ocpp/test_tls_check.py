@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from certd.store.types import utcnow
-from certd.tls import (
+from certd.serve.tls import (
     ContextHolder,
     KeyPairPem,
     TlsMaterialError,

@@ -13,7 +13,7 @@ import pytest
 from ocpp.v16 import call
 
 from certd.errors import CertdError
-from certd.ocpp import auth, registry
+from certd.ocpp import auth, charger_registry
 from certd.store.types import utcnow
 from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
@@ -30,7 +30,7 @@ GSM_CIPHERS = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
 @pytest.fixture
 def store(engine):  # type: ignore[no-untyped-def]
     for charger_id in ("CP1", "CP2"):
-        registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
+        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
                                 heartbeat_class="gsm")
     return engine
 

@@ -21,10 +21,12 @@ import pytest
 import sqlalchemy as sa
 from cryptography import x509
 
-from certd import eventloop, lifecycle
+from certd.renewal import pipeline
+
+from certd.runtime import eventloop
 from certd.config import Config, parse_config
-from certd.ocpp import registry
-from certd.ocpp.rollout import ForcedSwitch, RolloverEngine
+from certd.ocpp import charger_registry
+from certd.rollover.engine import ForcedSwitch, RolloverEngine
 from certd.ocpp.service import OcppService
 from certd.sandbox import PebbleServer, SandboxWorld
 from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
@@ -84,7 +86,7 @@ class Fleet:
 
     def issue(self) -> IssuedCertificate:
         """certd renews (obtain, store, deploy, post-issuance steps: chain tracking, bundles)."""
-        return lifecycle.issue_and_deploy(self.config, self.engine, "ocpp").issued
+        return pipeline.issue_and_deploy(self.config, self.engine, "ocpp").issued
 
     # -- certd side ------------------------------------------------------------------------------
     def clock(self) -> dt.datetime:
@@ -130,7 +132,7 @@ class Fleet:
     # -- chargers ------------------------------------------------------------------------------
     def register(self, charger_ids: list[str], heartbeat_class: str = "default") -> None:
         for charger_id in charger_ids:
-            registry.insert_charger(self.engine, charger_id, password_hash=None,
+            charger_registry.insert_charger(self.engine, charger_id, password_hash=None,
                                     heartbeat_class=heartbeat_class)
 
     def sims(self, count: int, *, prefix: str = "CP", behaviors: dict[int, Behavior] | None = None,

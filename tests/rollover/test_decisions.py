@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 
-from certd.trust import rollover as rules
+from certd.rollover import gates as rules
 from certd.trust.certs import from_x509
-from certd.trust.rollover import ChargerView, Identity, identity_of
+from certd.rollover.gates import ChargerView, Identity, identity_of
 from tests.trust import pki
 
 NOW = dt.datetime(2026, 6, 1, 12, tzinfo=dt.timezone.utc)

@@ -13,14 +13,14 @@ import sqlalchemy as sa
 
 from certd.config import parse_config
 from certd.errors import ConfigError
-from certd.ocpp import registry
-from certd.ocpp.rollout import RolloverEngine
+from certd.ocpp import charger_registry
+from certd.rollover.engine import RolloverEngine
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.rollover import RolloverCharger, RolloverGate
 from certd.store.types import utcnow
-from certd.trust.rollover_store import gate_specs, listener_status
+from certd.rollover.gate_store import gate_specs, listener_status
 from certd.trust.track import on_issued
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
@@ -132,7 +132,7 @@ def test_cross_sign_store_limits_and_per_listener_share(tmp_path: Path) -> None:
         SimCharger("FULL201", "ocpp2.0.1", [root_a.pem], HOST, Behavior(store_max=1)),
     ]
     for sim in sims:
-        registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
+        charger_registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
 
     async def main() -> None:
         service = OcppService(config, engine)
@@ -248,8 +248,8 @@ def test_forced_switch_alert_runs_the_daemon_notify_hook(tmp_path: Path) -> None
 
     if "daemon" not in Config.model_fields:
         pytest.skip("this install has no [daemon] section (certd run's notify hook)")
-    from certd.ocpp.rollout import ForcedSwitch, notify_hook_alert
-    from certd.trust.rollover import Lacking
+    from certd.rollover.engine import ForcedSwitch, notify_hook_alert
+    from certd.rollover.gates import Lacking
 
     out = tmp_path / "alert.json"
     env_out = tmp_path / "alert.env"
@@ -269,7 +269,7 @@ def test_disabling_rollover_releases_a_waiting_gate(tmp_path: Path) -> None:
     """A gate left pending in the store is released when the config turns the rollover off."""
     lab = two_root_lab(tmp_path, "Off")
     inter_b, url, engine, config, first = lab.inter_b, lab.url, lab.engine, lab.config, lab.first
-    registry.insert_charger(engine, "NEVER-SEEN", password_hash=None, heartbeat_class="default")
+    charger_registry.insert_charger(engine, "NEVER-SEEN", password_hash=None, heartbeat_class="default")
 
     async def main() -> None:
         service = OcppService(config, engine)

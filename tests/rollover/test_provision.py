@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
-from certd.ocpp import registry
-from certd.ocpp.provision import (
+from certd.ocpp import charger_registry
+from certd.rollover.provision import (
     Provisioner, cert_hash_data, hash_index, match_installed, normalize_serial, parse_hash_data,
 )
 from certd.ocpp.service import OcppService
@@ -62,7 +62,7 @@ def test_reported_hash_data_is_normalized_and_matched() -> None:
 async def charger_world(engine, ca: MiniCA, ca_file, sims: list[SimCharger]) -> AsyncIterator[OcppService]:  # type: ignore[no-untyped-def]
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
     for sim in sims:
-        registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
+        charger_registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
     service = OcppService(make_config(ca_file, unknown_chargers="accept"), engine)
     await service.start()
     port = service.listener("main").ports[0]

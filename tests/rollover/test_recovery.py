@@ -8,13 +8,13 @@ import datetime as dt
 from pathlib import Path
 
 from certd.config import parse_config
-from certd.ocpp import registry
-from certd.ocpp.rollout import RolloverEngine
+from certd.ocpp import charger_registry
+from certd.rollover.engine import RolloverEngine
 from certd.ocpp.service import OcppService
 from certd.store.db import session_scope
 from certd.store.rollover import GATE_BLOCKED, GATE_IDLE, GATE_PENDING, RolloverCharger, RolloverGate
 from certd.trust import versions
-from certd.trust.rollover_store import listener_status
+from certd.rollover.gate_store import listener_status
 from certd.trust.track import on_issued, refresh_bundles
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
@@ -27,7 +27,7 @@ def test_arc_charger_is_given_new_priority_roots_within_the_same_bundle_version(
     lab = two_root_lab(tmp_path, "P", b_in_first_bundle=True)
     root_a, root_b, inter_b, engine, config = lab.root_a, lab.root_b, lab.inter_b, lab.engine, lab.config
     b_by_a = pki.cross_sign(root_b, root_a)
-    registry.insert_charger(engine, "ARC", password_hash=None, heartbeat_class="default")
+    charger_registry.insert_charger(engine, "ARC", password_hash=None, heartbeat_class="default")
 
     def arc_sim() -> SimCharger:
         return SimCharger("ARC", "ocpp2.0.1", [root_a.pem], HOST, Behavior(additional_root_check=True))
@@ -80,7 +80,7 @@ def test_blocked_gate_opens_once_the_anchor_set_knows_the_new_root(tmp_path: Pat
     root_a, root_b, inter_b, url, engine, config = (lab.root_a, lab.root_b, lab.inter_b, lab.url,
                                                      lab.engine, lab.config)
     sim = SimCharger("P1", "ocpp1.6", [root_a.pem], HOST)
-    registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
+    charger_registry.insert_charger(engine, sim.charger_id, password_hash=None, heartbeat_class="default")
 
     async def main() -> None:
         service = OcppService(config, engine)
@@ -120,7 +120,7 @@ def _facts_lab(tmp_path: Path, behavior: Behavior) -> tuple:  # type: ignore[typ
     lab = two_root_lab(tmp_path, "F")
     config = parse_config(config_text(tmp_path, lab.url, "retry_after = 10"))
     sim = SimCharger("ARC", "ocpp2.0.1", [lab.root_a.pem], HOST, behavior)
-    registry.insert_charger(lab.engine, sim.charger_id, password_hash=None, heartbeat_class="default")
+    charger_registry.insert_charger(lab.engine, sim.charger_id, password_hash=None, heartbeat_class="default")
     return lab, config, sim
 
 

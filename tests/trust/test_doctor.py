@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from certd.doctor import parse_target, run_doctor
-from certd.doctor_checks import FAIL, PASS, WARN
-from certd.doctor_checks import dns_checks, tls_checks
+from certd.doctor.base import FAIL, PASS, WARN
+from certd.doctor import dns_checks, tls_checks
 from certd.dns.cloudflare import CloudflareDNS
 from certd.errors import CertdError
 from certd.trust.track import on_issued

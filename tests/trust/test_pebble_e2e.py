@@ -7,9 +7,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certd.obtain import issue_certificate
+from certd.issue.flow import issue_certificate
 from certd.config import parse_config
-from certd.keys import split_pem_chain
+from certd.issue.keys import split_pem_chain
 from certd.sandbox import PebbleServer, SandboxWorld
 from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
 from certd.store.db import make_engine, session_scope, upgrade
@@ -126,7 +126,7 @@ def test_a_deploy_that_fails_still_records_the_chain_for_the_fleet(cf_world, peb
     still learn its chain (chargers will be served it once the files are fixed)."""
     import pytest
 
-    from certd import lifecycle
+    from certd.renewal import pipeline
     from certd.errors import DeployError
 
     monkeypatch.setenv(TOKEN_ENV, cf_world.token)
@@ -144,7 +144,7 @@ def test_a_deploy_that_fails_still_records_the_chain_for_the_fleet(cf_world, peb
     engine = make_engine(config.db_url)
     try:
         with pytest.raises(DeployError, match="nothing was replaced"):
-            lifecycle.issue_and_deploy(config, engine, "ocpp")
+            pipeline.issue_and_deploy(config, engine, "ocpp")
         with session_scope(engine) as session:
             assert versions.latest(session, "fleet", "roots") is not None
             assert versions.latest(session, "fleet", "full") is not None

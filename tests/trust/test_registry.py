@@ -16,7 +16,7 @@ from sqlmodel import select
 from certd.store.db import session_scope
 from certd.store.trust import TrustDelivery, TrustDeliveryAttempt
 from certd.trust import outbox
-from certd.trust.registry import classify
+from certd.trust.http_registry import classify
 from certd.trust.track import on_issued
 from tests.trust import pki
 from tests.trust.conftest import bundle_toml

@@ -19,22 +19,22 @@ from cryptography import x509
 
 from acme.client import ClientV2
 
-from certd.acme.account import acme_client_for, forget_registration
-from certd.acme.chains import select_chain
-from certd.acme.order import AccountGone, AcmeOrder, OrderOutcome
+from certd.issue.account import acme_client_for, forget_registration
+from certd.issue.chains import select_chain
+from certd.issue.order import AccountGone, AcmeOrder, OrderOutcome
 from certd.config import CertificateConfig, Config
 from certd.dns import cloudflare
 from certd.dns.challenges import Dns01Records
 from certd.dns.propagation import authoritative_servers, wait_for_txt
 from certd.errors import CertdError, IssuanceError
-from certd.keys import (
+from certd.issue.keys import (
     PrivateKey, cert_info, fingerprint, generate_key, key_to_pem, make_csr, split_pem_chain,
 )
 from certd.store.db import session_scope
 from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
 from certd.store.types import utcnow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.obtain")
 
 
 class IssuanceCancelled(IssuanceError):

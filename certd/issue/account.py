@@ -19,15 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import select
 
 from certd import __version__
-from certd.acme.order import RateLimited, RateLimitedResponse, RetryAfterAwareNetwork, problem_message
+from certd.issue.order import RateLimited, RateLimitedResponse, RetryAfterAwareNetwork, problem_message
 from certd.config import Config
 from certd.errors import IssuanceError
-from certd.keys import key_to_pem, load_key
+from certd.issue.keys import key_to_pem, load_key
 from certd.secrets import read_secret
 from certd.store.db import session_scope
 from certd.store.models import AcmeAccount
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.acme.account")
 _registration_lock = threading.Lock()
 
 USER_AGENT = f"certd/{__version__}"

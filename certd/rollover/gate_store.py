@@ -1,7 +1,7 @@
 """Store side of the trust rollover: which listeners are gated, what chargers hold, status views.
 
 Synchronous (SQLAlchemy); the rollover engine calls these in worker threads,
-`certd fleet status` directly. Decisions stay in `certd.trust.rollover`.
+`certd fleet status` directly. Decisions stay in `certd.rollover.gates`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from certd.store.rollover import (
 )
 from certd.store.trust import TrustCaCertificate, TrustChainLink
 from certd.trust import TrustError
-from certd.trust import rollover as rules
+from certd.rollover import gates as rules
 from certd.trust import versions
 from certd.trust.certs import CaCert, parse_one
 from certd.trust.chains import ROOT
-from certd.trust.rollover import ChargerView, Identity, identity_of
+from certd.rollover.gates import ChargerView, Identity, identity_of
 
 
 @dataclass(frozen=True)

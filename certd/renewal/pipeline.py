@@ -10,16 +10,16 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from certd import deploy as deploy_mod
+from certd.deploy import files as deploy_mod
 from certd.config import Config
 from certd.dns import cloudflare
-from certd.keys import PrivateKey
-from certd.obtain import issue_certificate
+from certd.issue.keys import PrivateKey
+from certd.issue.flow import issue_certificate
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.types import utcnow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.lifecycle")
 
 # Steps run after a certificate is stored and deployed (chain tracking, listener reload, ...).
 # Each takes (config, engine, issued); failures are logged, never undo the issuance.

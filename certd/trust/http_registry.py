@@ -14,11 +14,11 @@ import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 from certd import __version__
 from certd.config.trust import RegistryConfig
 from certd.errors import SecretError
+from certd.retry_after import retry_after_seconds
 from certd.secrets import read_secret
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -71,29 +71,13 @@ def _tls_context(registry: RegistryConfig) -> ssl.SSLContext | PostOutcome:
                                       f"{registry.name}: {why}")
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        import datetime as dt
-
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
 def classify(status: int, body: str, retry_after: str | None = None) -> PostOutcome:
     """Pure: what an HTTP answer means for the outbox."""
     text = body.strip()[:MAX_BODY_KEPT]
     if 200 <= status < 300:
         return PostOutcome("accepted", status, text)
     if status >= 500 or status in TRANSIENT_4XX:
-        return PostOutcome("retry", status, text, _retry_after(retry_after))
+        return PostOutcome("retry", status, text, retry_after_seconds(retry_after))
     return PostOutcome("rejected", status, text)
 
 

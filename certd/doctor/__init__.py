@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from certd.doctor_checks import FAIL, PASS, WARN, Check
-from certd.doctor_checks import dns_checks, tls_checks
-from certd.doctor_checks.names import covers
+from certd.doctor.base import FAIL, PASS, WARN, Check
+from certd.doctor import dns_checks, tls_checks
+from certd.doctor.names import covers
 from certd.errors import CertdError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from certd.dns.cloudflare import CloudflareDNS
     from certd.trust.chains import AnchorSet
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.doctor")
 DEFAULT_PORT = 443
 
 

@@ -7,7 +7,7 @@ per connection. Everything certd uses works on both loops (sni_callback
 context swaps, websockets, handshake timeouts, signal handlers, APScheduler's
 AsyncIOScheduler, worker threads), so uvloop is a speed-up, not a dependency.
 
-    from certd import eventloop
+    from certd.runtime import eventloop
     exit_code = eventloop.run(main())      # like asyncio.run(main())
 
 `CERTD_EVENT_LOOP` chooses: `auto` (default: uvloop if importable),

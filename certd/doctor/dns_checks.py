@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from certd.doctor_checks import FAIL, PASS, WARN, Check
+from certd.doctor.base import FAIL, PASS, WARN, Check
 
 if TYPE_CHECKING:
     from certd.config import Config

@@ -9,7 +9,7 @@
 What it does, in the OCPP service's loop:
 - gates: for every gated (listener, certificate) pair a `rollover_gate` row says
   what the listener serves. A newer issuance whose chain ends at roots the
-  served one does not use is held back (`certd.ocpp.material` serves the previous
+  served one does not use is held back (`certd.serve.material` serves the previous
   certificate) until the configured share of the listener's registered chargers
   confirmed those roots, or until the previous certificate's last days begin:
   then it switches anyway, logs an error and calls the alert (the daemon's
@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from certd.config import Config
-from certd.ocpp.provision import ChargerFacts, Provisioner, hash_index, match_installed
+from certd.rollover.provision import ChargerFacts, Provisioner, hash_index, match_installed
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.rollover import (
@@ -51,10 +51,10 @@ from certd.store.rollover import (
     RolloverCharger, RolloverGate,
 )
 from certd.store.types import utcnow
-from certd.trust import rollover as rules
+from certd.rollover import gates as rules
 from certd.trust.certs import CaCert
-from certd.trust.rollover import Identity, identity_of
-from certd.trust.rollover_store import (
+from certd.rollover.gates import Identity, identity_of
+from certd.rollover.gate_store import (
     GateSpec, KnownCerts, bundle_target, chain_roots, charger_view, gate_priority, gate_specs,
     held_bundles, held_roots, listener_chargers,
 )

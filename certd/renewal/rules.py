@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from certd.config import CertificateConfig
+from certd.issue.ari import AriWindow
 from certd.store.models import IssuedCertificate
 
 SHORT_LIFETIME = dt.timedelta(days=10)
@@ -143,7 +144,7 @@ def stored_material_problem(cert_pem: str, chain_pem: str, key_pem: str, now: dt
     belong to the certificate, a chain whose signatures do not link up, or a CA
     certificate in the chain that has expired.
     """
-    from certd.keys import load_key, split_pem_chain
+    from certd.issue.keys import load_key, split_pem_chain
 
     try:
         leaf = x509.load_pem_x509_certificate(cert_pem.encode())
@@ -219,12 +220,6 @@ def in_backoff(next_attempt_at: dt.datetime | None, now: dt.datetime) -> bool:
 
 
 # -- ARI (RFC 9773) ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AriWindow:
-    start: dt.datetime
-    end: dt.datetime
-
 
 def ari_renewal_time(window: AriWindow, fraction: float, *, previous_window: AriWindow | None = None,
                      previous_pick: dt.datetime | None = None) -> dt.datetime:

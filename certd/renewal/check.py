@@ -1,4 +1,4 @@
-"""Keep each configured certificate alive: look, decide (certd.renew), act, record.
+"""Keep each configured certificate alive: look, decide (certd.renewal.rules), act, record.
 
 `Maintainer.check(name)` is what the daemon runs for a certificate when its time
 comes and what `certd renew` runs by hand:
@@ -30,22 +30,22 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlmodel import select
 
-from certd import deploy as deploy_mod
-from certd import lifecycle
-from certd import renew as rules
-from certd.acme.ari import AriClient, AriError, cert_id, replaces_rejected
+from certd.deploy import files as deploy_mod
+from certd.renewal import pipeline
+from certd.renewal import rules
+from certd.issue.ari import AriClient, AriError, cert_id, replaces_rejected
 from certd.config import CertificateConfig, Config
 from certd.dns import cloudflare
 from certd.errors import CertdError, DeployError
 from certd.notify import Alert, run_notify_hook
-from certd.obtain import IssuanceCancelled
+from certd.issue.flow import IssuanceCancelled
 from certd.store import leases
 from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.renewal import RenewalState
 from certd.store.types import utcnow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.maintain")
 
 BUSY_RETRY = dt.timedelta(minutes=1)  # another process holds the certificate: look again after it
 
@@ -119,7 +119,7 @@ def ensure_rows(engine: sa.Engine, names: list[str]) -> list[str]:
 
 
 class Maintainer:
-    """The I/O around certd.renew's decisions, for one loaded config."""
+    """The I/O around certd.renewal.rules's decisions, for one loaded config."""
 
     def __init__(self, config: Config, engine: sa.Engine, *,
                  clock: Callable[[], dt.datetime] = utcnow,
@@ -207,7 +207,7 @@ class Maintainer:
         log.warning("%s: writing the current certificate (valid until %s) to its targets while its "
                     "renewal is pending", view.cert_cfg.name, _fmt(issued.not_after))
         try:
-            lifecycle.deploy_issued(self.config, self.engine, issued)
+            pipeline.deploy_issued(self.config, self.engine, issued)
         except DeployError as exc:
             log.error("%s: %s", view.cert_cfg.name, exc)
 
@@ -314,14 +314,14 @@ class Maintainer:
                  f" (replaces {replaces})" if replaces else "")
         try:
             try:
-                result = lifecycle.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
+                result = pipeline.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
                                                     replaces=replaces, cancel=cancel)
             except CertdError as exc:
                 if replaces is None or not replaces_rejected(exc):
                     raise
                 log.warning("%s: the CA refused the order as a replacement of %s (%s); ordering again "
                             "without `replaces`", name, replaces, exc)
-                result = lifecycle.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
+                result = pipeline.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
                                                     replaces=None, cancel=cancel)
         except (IssuanceCancelled, KeyboardInterrupt):
             log.warning("%s: order abandoned for shutdown; it is tried again at the next start", name)
@@ -356,11 +356,11 @@ class Maintainer:
                  "writing the stored certificate again" if view.files_bad else "running the deploy hooks again")
         try:
             if view.files_bad:
-                deployed = lifecycle.deploy_issued(self.config, self.engine, issued)
+                deployed = pipeline.deploy_issued(self.config, self.engine, issued)
                 hooks, written, action = deployed.hooks, tuple(deployed.written), "redeployed"
             else:
                 hooks = deploy_mod.run_hooks(view.cert_cfg, self.config.state_dir, self._hide_env)
-                lifecycle.record_deploy(self.engine, name, issued.id, all(h.ok for h in hooks))
+                pipeline.record_deploy(self.engine, name, issued.id, all(h.ok for h in hooks))
                 written, action = (), "hooks-retried"
         except DeployError as exc:
             return self._deploy_failed(view, str(exc), "failed")
@@ -395,7 +395,7 @@ class Maintainer:
 
     # -- recording -----------------------------------------------------------------------
     def _renewal_failed(self, view: _View, exc: BaseException) -> CheckResult:
-        from certd.acme.order import RateLimited
+        from certd.issue.order import RateLimited
 
         name = view.cert_cfg.name
         message = str(exc) if isinstance(exc, CertdError) else f"{type(exc).__name__}: {exc}"
@@ -502,7 +502,7 @@ def expected_files(cert_cfg: CertificateConfig, issued: IssuedCertificate, state
 def permission_problems(cert_cfg: CertificateConfig, state_dir: str) -> list[str]:
     """Target files whose mode or owner differ from the config (a privkey.pem someone made
     world-readable, an `owner` set after the files were written)."""
-    from certd.fileio import resolve_owner
+    from certd.deploy.atomic import resolve_owner
 
     problems = []
     for target in [deploy_mod.live_target(state_dir, cert_cfg.name), *cert_cfg.targets]:

@@ -1,7 +1,7 @@
 """`certd run`: the long-running service that keeps every certificate alive.
 
-Wiring only. Decisions live in certd.renew, the work on one certificate in
-certd.maintain. Here: one asyncio loop with APScheduler's AsyncIOScheduler, one
+Wiring only. Decisions live in certd.renewal.rules, the work on one certificate in
+certd.renewal.check. Here: one asyncio loop with APScheduler's AsyncIOScheduler, one
 date job per certificate at its next check (the scheduler sleeps until the
 earliest one: no polling), interval jobs for the gray-cloud DNS sync, the fleet
 registry outbox and the systemd watchdog, a bounded pool of worker threads for
@@ -31,11 +31,11 @@ import sqlalchemy as sa
 
 from certd.config import Config, load_config
 from certd.errors import CertdError, ConfigError
-from certd.maintain import CheckResult, Maintainer, ensure_rows
-from certd.sdnotify import Notifier
+from certd.renewal.check import CheckResult, Maintainer, ensure_rows
+from certd.runtime.sdnotify import Notifier
 from certd.store.types import utcnow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.daemon")
 
 T = TypeVar("T")
 
@@ -368,7 +368,7 @@ class Daemon:
         if not (config.ocpp.enabled and config.ocpp.listeners):
             return
         # Imported here: an install without listeners never pays for websockets and ocpp.
-        from certd.ocpp.rollout import RolloverEngine
+        from certd.rollover.engine import RolloverEngine
         from certd.ocpp.service import OcppService, tune_process_for_many_connections
 
         try:

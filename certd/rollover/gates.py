@@ -3,7 +3,7 @@
 A listener switches to a certificate whose chain ends at a root the fleet
 does not hold only when enough chargers confirmed that root, or when the
 previous certificate is about to run out. Everything here is decided from
-data the caller loaded; `certd.ocpp.rollout` does the I/O around it.
+data the caller loaded; `certd.rollover.engine` does the I/O around it.
 
 A root is known by its *identity* (subject + public key): the self-signed form
 and a cross-signed form (same subject and key, signed by an older root) are the

@@ -18,11 +18,11 @@ from acme import challenges, messages
 from acme import client as acme_client
 from acme import errors as acme_errors
 
-from certd.acme.ari import parse_retry_after
+from certd.retry_after import parse_retry_after
 from certd.dns.challenges import challenge_name
 from certd.errors import IssuanceError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.acme.order")
 
 Presenter = Callable[[str, str], None]  # (fqdn, TXT value) -> record created
 VisibilityWait = Callable[[dict[str, set[str]]], None]

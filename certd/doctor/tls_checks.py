@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from certd.doctor_checks import FAIL, PASS, WARN, Check
-from certd.doctor_checks.names import cert_matches, describe_names
+from certd.doctor.base import FAIL, PASS, WARN, Check
+from certd.doctor.names import cert_matches, describe_names
 
 if TYPE_CHECKING:
     from certd.trust.chains import AnchorSet

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import logging
 import threading
 import time
@@ -25,9 +24,9 @@ from cryptography import x509
 
 from certd import __version__
 from certd.errors import CertdError
-from certd.renew import AriWindow
+from certd.retry_after import parse_retry_after
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.acme.ari")
 
 USER_AGENT = f"certd/{__version__}"
 REQUEST_TIMEOUT = 30.0
@@ -58,34 +57,18 @@ def cert_id(cert_pem: str | bytes) -> str:
 
 
 @dataclass(frozen=True)
+class AriWindow:
+    """The CA's suggested renewal window (RFC 9773 section 4.2)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(frozen=True)
 class RenewalInfo:
     window: AriWindow
     retry_after: dt.datetime | None  # None: the CA sent no usable Retry-After
     explanation_url: str | None = None
-
-
-MAX_RETRY_AFTER_S = 366 * 24 * 3600
-
-
-def parse_retry_after(value: str | None, now: dt.datetime) -> dt.datetime | None:
-    """Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3); None if absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        if not value.isascii():  # "²" is a digit to str.isdigit but no number of seconds
-            return None
-        # A CA asking to wait longer than a year is broken or hostile: cap it (and never let a
-        # huge number overflow the date and crash the renewal check).
-        seconds = int(value) if len(value) <= 12 else MAX_RETRY_AFTER_S
-        return now + dt.timedelta(seconds=min(seconds, MAX_RETRY_AFTER_S))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc)
 
 
 def _parse_time(value: object, field: str) -> dt.datetime:
@@ -175,10 +158,10 @@ class AriClient:
 def replaces_rejected(exc: BaseException) -> bool:
     """Did the CA refuse the order because of its `replaces` field (retry without it)?
 
-    `certd.acme.order` maps both forms to `ReplacesRejected`: problem documents
+    `certd.issue.order` maps both forms to `ReplacesRejected`: problem documents
     naming the replacement, and the bare 409 (RFC 9773 `alreadyReplaced`) that
     `acme` raises as ConflictError before reading the body.
     """
-    from certd.acme.order import ReplacesRejected
+    from certd.issue.order import ReplacesRejected
 
     return isinstance(exc, ReplacesRejected)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from certd.keys import common_name, split_pem_chain
+from certd.issue.keys import common_name, split_pem_chain
 
 
 def chain_issuer_names(fullchain_pem: str) -> list[str]:

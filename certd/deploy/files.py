@@ -32,10 +32,10 @@ from typing import BinaryIO
 
 from certd.config import CertificateConfig, TargetConfig
 from certd.errors import DeployError
-from certd.fileio import fsync_dir, resolve_owner, write_temp_beside
+from certd.deploy.atomic import fsync_dir, resolve_owner, write_temp_beside
 from certd.store.models import IssuedCertificate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("certd.deploy")
 
 ARCHIVE_KEEP = 5
 KIND_FILENAMES = {"fullchain": "fullchain.pem", "privkey": "privkey.pem",
