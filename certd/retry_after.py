@@ -31,7 +31,7 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> dt.datetime | None
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return min(when.astimezone(dt.timezone.utc), now + dt.timedelta(seconds=MAX_RETRY_AFTER_S))
+    return when.astimezone(dt.timezone.utc)
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
