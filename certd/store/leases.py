@@ -72,11 +72,17 @@ class LeaseBusy(CertdError):
 
 @dataclass
 class HeldLease:
-    """A lease this process holds; `lost` is set if the keeper could not renew it."""
+    """A lease this process holds; `lost` is set if the keeper could not renew it.
+
+    `taken_over` names the holder whose lease this one replaced (a process that is gone, or
+    one whose lease expired): whatever it was doing was interrupted, and its leftovers (TXT
+    records of an order) are the new holder's to clean up first.
+    """
 
     name: str
     token: str
     lost: threading.Event
+    taken_over: str | None = None
 
 
 def this_process() -> str:
@@ -132,9 +138,9 @@ def acquire(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta = D
                 .values(token=token, acquired_at=now, expires_at=now + ttl, **mine)
             ).rowcount
         if taken == 1:
-            log.info("%s: took over the lease of %s on %s, %s", name, row.purpose, row.holder,
-                     "a process that is gone" if gone else f"which expired at {_fmt(row.expires_at)}")
-            return HeldLease(name, token, threading.Event())
+            why = "a process that is gone" if gone else f"which expired at {_fmt(row.expires_at)}"
+            log.info("%s: took over the lease of %s on %s, %s", name, row.purpose, row.holder, why)
+            return HeldLease(name, token, threading.Event(), taken_over=f"{row.purpose} on {row.holder}")
     raise CertdError(f"{name}: could not take the lease: other processes kept changing it")
 
 
