@@ -21,15 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _check(args: argparse.Namespace) -> int:
     from certd.config.ocpp import listener_certificate_errors
+    from certd.dns.registry import open_dns
     from certd.secrets import read_secret
     from certd.rollover.gate_store import gate_specs
     from certd.trust.track import covered_names
 
     config = context.load(args)
-    cf = config.cloudflare
-    read_secret(env=cf.token_env, file=cf.api_token_file, what="Cloudflare API token")
-    read_secret(env=cf.zone_token_env, file=cf.zone_token_file,
-                what="Cloudflare zone-read token", required=False)
+    open_dns(config)  # a registered [dns] provider whose secrets are readable (cloudflare: its tokens)
     if config.acme.eab:
         read_secret(env=config.acme.eab.hmac_key_env, file=config.acme.eab.hmac_key_file,
                     what="ACME EAB HMAC key")

@@ -22,8 +22,8 @@ def _demo(args: argparse.Namespace) -> int:
     from certd.renewal import pipeline
     from certd.cli.status import collect, render_table
     from certd.config import load_config
-    from certd.dns.cloudflare import from_config
     from certd.dns.challenges import cleanup_leftover_records
+    from certd.dns.registry import open_dns
     from certd.sandbox import SandboxWorld
     from certd.sandbox.certd_config import TOKEN_ENV, certificate_toml, sandbox_config_toml, toml_str
     from certd.store.db import make_engine, upgrade
@@ -47,7 +47,7 @@ def _demo(args: argparse.Namespace) -> int:
         config = load_config(config_path)
         upgrade(config.db_url)
         engine = make_engine(config.db_url)
-        dns = from_config(config.cloudflare)
+        dns = open_dns(config)
         cleanup_leftover_records(dns, engine, "certd demo")
         print(f"ACME directory {world.pebble.directory_url}, Cloudflare API {world.emulator.base_url}, "
               f"DNS {world.dns_addr}")

@@ -71,9 +71,9 @@ def _run(args: argparse.Namespace, *, apply: bool) -> int:
         _emit(args, {"outcome": "no changes", "actions": []},
               "no [[hosts]] configured and no managed records: nothing to do")
         return EXIT_NO_CHANGES
-    from certd.dns.cloudflare import from_config
+    from certd.dns.registry import open_dns
 
-    adapter = from_config(config.cloudflare)
+    adapter = open_dns(config)
     if not args.verbose:
         # The report below says the same as these log lines, without timestamps.
         logging.getLogger("certd.dns.sync").setLevel(logging.CRITICAL)

@@ -36,9 +36,9 @@ def _doctor(args: argparse.Namespace) -> int:
     engine = context.open_store(config)
     dns_api = None
     try:
-        from certd.dns import cloudflare
+        from certd.dns.registry import open_dns
 
-        dns_api = cloudflare.from_config(config.cloudflare)
+        dns_api = open_dns(config)
     except CertdError:
         pass  # reported as a warning by the Cloudflare check
     reports = [run_doctor(config, host, port, engine=engine, dns_api=dns_api, nameservers=args.resolver,

@@ -58,8 +58,8 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     from concurrent.futures import ThreadPoolExecutor
 
     from certd.renewal import pipeline
-    from certd.dns import cloudflare
     from certd.dns.challenges import cleanup_leftover_records
+    from certd.dns.registry import open_dns
     from certd.renewal.rules import renewal_decision
     from certd.store import leases
     from certd.store.types import utcnow
@@ -87,7 +87,7 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     if not todo:
         return 0
 
-    dns = cloudflare.from_config(config.cloudflare)
+    dns = open_dns(config)
     cleanup_leftover_records(dns, engine, "certd issue")
 
     def run(cert_cfg: CertificateConfig) -> tuple[str, pipeline.RenewalResult | CertdError | str]:

@@ -1,4 +1,5 @@
-"""The `[dns]` section: how certd checks that challenge records are visible."""
+"""The `[dns]` section: which DNS provider holds the records, and how certd checks that challenge
+records are visible."""
 
 from typing import Annotated
 
@@ -20,6 +21,9 @@ def parse_host_port(value: str, default_port: int = 53) -> tuple[str, int]:
 
 
 class DnsConfig(Section):
+    # Which registered DNS provider (certd.dns.registry.PROVIDERS) creates the records;
+    # an unknown name fails where the provider is opened (check-config, issue, run, ...).
+    provider: Annotated[str, Field(min_length=1)] = "cloudflare"
     # Query these servers instead of the zone's own NS records (host or host:port).
     nameservers: list[str] = []
     propagation_timeout: Annotated[float, Field(gt=0)] = 120.0

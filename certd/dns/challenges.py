@@ -1,4 +1,4 @@
-"""DNS-01 challenge records: created through Cloudflare, tracked in the store, always removed.
+"""DNS-01 challenge records: created through the DNS provider, tracked in the store, always removed.
 
 A row is written before each create call and deleted only after the record is
 gone, so a crash at any point leaves enough to clean up at the next start.
@@ -11,7 +11,7 @@ import logging
 import sqlalchemy as sa
 from sqlmodel import select
 
-from certd.dns.cloudflare import CloudflareDNS, Zone
+from certd.dns.provider import DnsProvider, Zone
 from certd.errors import CertdError
 from certd.store import leases
 from certd.store.db import session_scope
@@ -31,7 +31,7 @@ def challenge_name(domain: str) -> str:
 class Dns01Records:
     """The TXT records of one issuance attempt."""
 
-    def __init__(self, dns: CloudflareDNS, engine: sa.Engine, attempt_id: int | None) -> None:
+    def __init__(self, dns: DnsProvider, engine: sa.Engine, attempt_id: int | None) -> None:
         self._dns = dns
         self._engine = engine
         self._attempt_id = attempt_id
@@ -62,7 +62,7 @@ class Dns01Records:
         return [err for row in rows if (err := remove_challenge_record(self._dns, self._engine, row))]
 
 
-def remove_challenge_record(dns: CloudflareDNS, engine: sa.Engine, row: ChallengeRecord) -> str | None:
+def remove_challenge_record(dns: DnsProvider, engine: sa.Engine, row: ChallengeRecord) -> str | None:
     """Delete the record behind `row`, then the row; an error message if the record may remain."""
     zone = Zone(id=row.zone_id, name=row.zone_name)
     try:
@@ -82,7 +82,7 @@ def remove_challenge_record(dns: CloudflareDNS, engine: sa.Engine, row: Challeng
     return None
 
 
-def cleanup_leftover_records(dns: CloudflareDNS, engine: sa.Engine, purpose: str = "certd") -> int:
+def cleanup_leftover_records(dns: DnsProvider, engine: sa.Engine, purpose: str = "certd") -> int:
     """Remove records left by a crashed or killed run. Call before starting new orders.
 
     An order another certd process runs right now (it holds the certificate's lease: a
@@ -111,6 +111,6 @@ def cleanup_leftover_records(dns: CloudflareDNS, engine: sa.Engine, purpose: str
     return removed
 
 
-def _remove_leftovers(dns: CloudflareDNS, engine: sa.Engine, rows: list[ChallengeRecord], whose: str) -> int:
+def _remove_leftovers(dns: DnsProvider, engine: sa.Engine, rows: list[ChallengeRecord], whose: str) -> int:
     log.warning("removing %d challenge record(s) left by %s", len(rows), whose)
     return sum(1 for row in rows if remove_challenge_record(dns, engine, row) is None)

@@ -1,4 +1,4 @@
-"""The one place certd talks to the Cloudflare SDK.
+"""The Cloudflare `DnsProvider` (certd.dns.provider): the one place certd talks to the Cloudflare SDK.
 
 The SDK broke its callers at each major version (certbot#9938), so it is pinned
 to one major version and every call goes through `CloudflareDNS`. Errors come
@@ -18,11 +18,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudflare
 
+from certd.dns.provider import DnsRecord, Zone, longest_zone, normalize_name, zone_covers
 from certd.errors import DNSProviderError
 
 if TYPE_CHECKING:
@@ -34,24 +34,6 @@ T = TypeVar("T")
 
 # Cloudflare error codes that mean "an identical record is already there".
 _IDENTICAL_RECORD_CODES = {81057, 81058}
-
-
-@dataclass(frozen=True)
-class Zone:
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class DnsRecord:
-    id: str
-    zone_id: str
-    name: str
-    type: str
-    content: str
-    ttl: int
-    proxied: bool
-    comment: str | None
 
 
 def _record_from_sdk(zone: Zone, rec: Any) -> DnsRecord:
@@ -71,10 +53,6 @@ def _error_text(exc: cloudflare.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     parts = [f"{e.get('code')}: {e.get('message')}" for e in body.get("errors") or [] if isinstance(e, dict)]
     return "; ".join(parts) or f"HTTP {exc.status_code}"
-
-
-def _zone_covers(zone_name: str, name: str) -> bool:
-    return name == zone_name or name.endswith("." + zone_name)
 
 
 class _TokenOnlyCloudflare(cloudflare.Cloudflare):
@@ -146,14 +124,10 @@ class CloudflareDNS:
 
     def find_zone(self, fqdn: str) -> Zone:
         """The active zone whose name is the longest suffix of `fqdn`."""
-        name = fqdn.lower().rstrip(".").removeprefix("*.")
-        best: Zone | None = None
-        for zone in self.zones():
-            if _zone_covers(zone.name, name):
-                if best is None or len(zone.name) > len(best.name):
-                    best = zone
+        name = normalize_name(fqdn)
+        best = longest_zone(self.zones(), name)
         skipped = [f"{zone} ({status})" for zone, status in self._inactive_zones
-                   if _zone_covers(zone, name) and (best is None or len(zone) > len(best.name))]
+                   if zone_covers(zone, name) and (best is None or len(zone) > len(best.name))]
         if best is None:
             visible = ", ".join(z.name for z in self.zones()) or "none"
             not_active = (f"; skipped because not active on Cloudflare: {', '.join(skipped)}"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from certd.dns.cloudflare import DnsRecord, Zone
+    from certd.dns.provider import DnsRecord, Zone
 
 ActionKind = Literal[
     "create", "update", "repair", "adopt", "delete", "release", "leave", "conflict", "error",

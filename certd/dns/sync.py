@@ -1,7 +1,7 @@
-"""Gray-cloud sync: read Cloudflare, plan (certd.dns.records), apply, record.
+"""Gray-cloud sync: read the DNS provider (Cloudflare), plan (certd.dns.records), apply, record.
 
 `sync_hosts` is what the CLI (`certd dns plan|sync`) and the daemon call. It is
-synchronous (the Cloudflare SDK is): the daemon runs it in a worker thread.
+synchronous (the provider SDK is): the daemon runs it in a worker thread.
 
 Nothing is left half-applied and unrecorded: the ownership row is written
 before a create or delete reaches Cloudflare and completed after it, each step
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from certd.dns.addresses import InterfaceSnapshot, resolve_hosts
+from certd.dns.provider import DnsProvider, DnsRecord, Zone
 from certd.dns.records import Action, DesiredHost, OwnedRecord, Plan, plan
 from certd.errors import CertdError
 from certd.store.db import session_scope
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from certd.config import Config
-    from certd.dns.cloudflare import CloudflareDNS, DnsRecord, Zone
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def sync_interval(config: "Config") -> float:
     return float(config.dns_records.interval)
 
 
-def _desired_hosts(config: "Config", adapter: "CloudflareDNS",
+def _desired_hosts(config: "Config", adapter: DnsProvider,
                    snapshot: InterfaceSnapshot | None) -> list[DesiredHost]:
     desired = []
     for host, resolved in zip(config.hosts, resolve_hosts(list(config.hosts), snapshot), strict=True):
@@ -97,8 +97,8 @@ def _desired_hosts(config: "Config", adapter: "CloudflareDNS",
     return desired
 
 
-def _read_current(adapter: "CloudflareDNS", wanted: dict[str, "Zone"]
-                  ) -> tuple[dict[str, list["DnsRecord"]], dict[str, str]]:
+def _read_current(adapter: DnsProvider, wanted: dict[str, Zone]
+                  ) -> tuple[dict[str, list[DnsRecord]], dict[str, str]]:
     """All records at each name (any type), and why a name could not be read."""
     current: dict[str, list[DnsRecord]] = {}
     errors: dict[str, str] = {}
@@ -124,11 +124,9 @@ def owned_records(session: Session) -> list[OwnedRecord]:
     return [as_owned(row) for row in all_rows(session)]
 
 
-def build_plan(config: "Config", engine: "sa.Engine", adapter: "CloudflareDNS",
+def build_plan(config: "Config", engine: "sa.Engine", adapter: DnsProvider,
                snapshot: InterfaceSnapshot | None = None) -> Plan:
     """Read local addresses, the store and Cloudflare; decide. Writes nothing."""
-    from certd.dns.cloudflare import Zone
-
     desired = _desired_hosts(config, adapter, snapshot)
     with session_scope(engine) as session:
         owned = owned_records(session)
@@ -145,7 +143,7 @@ def build_plan(config: "Config", engine: "sa.Engine", adapter: "CloudflareDNS",
 class _Applier:
     """Applies one action at a time; every step that matters is committed on its own."""
 
-    def __init__(self, engine: "sa.Engine", adapter: "CloudflareDNS", marker: str,
+    def __init__(self, engine: "sa.Engine", adapter: DnsProvider, marker: str,
                  clock: Callable[[], dt.datetime]) -> None:
         self.engine = engine
         self.adapter = adapter
@@ -169,9 +167,7 @@ class _Applier:
                 row.keep = action.keep
             session.add(row)
 
-    def _zone(self, action: Action) -> "Zone":
-        from certd.dns.cloudflare import Zone
-
+    def _zone(self, action: Action) -> Zone:
         if action.zone is not None:
             return action.zone
         assert action.owned is not None
@@ -310,7 +306,7 @@ class _Applier:
 def sync_hosts(
     config: "Config",
     engine: "sa.Engine",
-    adapter: "CloudflareDNS",
+    adapter: DnsProvider,
     *,
     apply: bool,
     snapshot: InterfaceSnapshot | None = None,

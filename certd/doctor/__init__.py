@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from certd.config import Config
-    from certd.dns.cloudflare import CloudflareDNS
+    from certd.dns.provider import DnsProvider
     from certd.trust.chains import AnchorSet
 
 log = logging.getLogger("certd.doctor")
@@ -103,7 +103,7 @@ def _doctor_anchors(config: "Config", bundle_pems: list[str]) -> "AnchorSet":
 
 def run_doctor(
     config: "Config", host: str, port: int = DEFAULT_PORT, *, engine: "sa.Engine | None" = None,
-    dns_api: "CloudflareDNS | None" = None, nameservers: list[str] | None = None,
+    dns_api: "DnsProvider | None" = None, nameservers: list[str] | None = None,
     connect: str | None = None, now: dt.datetime | None = None, timeout: float = 10.0,
 ) -> DoctorReport:
     now = now or dt.datetime.now(dt.timezone.utc)

@@ -11,7 +11,7 @@ from certd.doctor.base import FAIL, PASS, WARN, Check
 
 if TYPE_CHECKING:
     from certd.config import Config
-    from certd.dns.cloudflare import CloudflareDNS
+    from certd.dns.provider import DnsProvider
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def resolve(host: str, nameservers: list[str], timeout: float = 5.0) -> Resoluti
     return Resolution(tuple(addresses), error, where)
 
 
-def cloudflare_view(dns_api: "CloudflareDNS", host: str) -> CloudflareView:
+def cloudflare_view(dns_api: "DnsProvider", host: str) -> CloudflareView:
     from certd.errors import DNSProviderError
 
     try:

@@ -23,9 +23,10 @@ from certd.issue.account import acme_client_for, forget_registration
 from certd.issue.chains import select_chain
 from certd.issue.order import AccountGone, AcmeOrder, OrderOutcome
 from certd.config import CertificateConfig, Config
-from certd.dns import cloudflare
 from certd.dns.challenges import Dns01Records
 from certd.dns.propagation import authoritative_servers, wait_for_txt
+from certd.dns.provider import DnsProvider
+from certd.dns.registry import open_dns
 from certd.errors import CertdError, IssuanceError
 from certd.issue.keys import (
     PrivateKey, cert_info, fingerprint, generate_key, key_to_pem, make_csr, split_pem_chain,
@@ -110,7 +111,7 @@ def _store_issued(engine: sa.Engine, config: Config, cert_cfg: CertificateConfig
 
 def issue_certificate(
     config: Config, engine: sa.Engine, name: str, *,
-    dns: cloudflare.CloudflareDNS | None = None, replaces: str | None = None,
+    dns: DnsProvider | None = None, replaces: str | None = None,
     cancel: threading.Event | None = None, key: Future[PrivateKey] | None = None,
 ) -> IssuedCertificate:
     """Run one order for `name` and store the result; TXT records are removed whatever happens.
@@ -118,7 +119,7 @@ def issue_certificate(
     `key` is a key generated ahead (of the configured type) by a caller that had time to spare.
     """
     cert_cfg = config.certificate(name)
-    dns = dns or cloudflare.from_config(config.cloudflare)
+    dns = dns or open_dns(config)
     sleep = _cancellable_sleep(cancel)
     attempt_id = _start_attempt(engine, name)
     records = Dns01Records(dns, engine, attempt_id)

@@ -35,7 +35,8 @@ from certd.renewal import pipeline
 from certd.renewal import rules
 from certd.issue.ari import AriClient, AriError, cert_id, replaces_rejected
 from certd.config import CertificateConfig, Config
-from certd.dns import cloudflare
+from certd.dns.provider import DnsProvider
+from certd.dns.registry import open_dns
 from certd.errors import CertdError, DeployError
 from certd.notify import Alert, run_notify_hook
 from certd.issue.flow import IssuanceCancelled
@@ -124,7 +125,7 @@ class Maintainer:
     def __init__(self, config: Config, engine: sa.Engine, *,
                  clock: Callable[[], dt.datetime] = utcnow,
                  rand: Callable[[], float] = random.random,
-                 dns: cloudflare.CloudflareDNS | None = None,
+                 dns: DnsProvider | None = None,
                  ari: AriClient | None = None, purpose: str = "certd run") -> None:
         self.config = config
         self.purpose = purpose  # who holds a certificate's lease, in other processes' messages
@@ -139,11 +140,11 @@ class Maintainer:
         self._max_interval = dt.timedelta(seconds=config.daemon.max_check_interval)
 
     # -- public --------------------------------------------------------------------------
-    def dns(self) -> cloudflare.CloudflareDNS:
-        """The Cloudflare adapter, built on first use (reads the token then)."""
+    def dns(self) -> DnsProvider:
+        """The configured DNS provider, opened on first use (reads its token then)."""
         with self._dns_lock:
             if self._dns is None:
-                self._dns = cloudflare.from_config(self.config.cloudflare)
+                self._dns = open_dns(self.config)
             return self._dns
 
     def check(self, name: str, *, force: bool = False, dry_run: bool = False,

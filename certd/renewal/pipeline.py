@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from certd.deploy import files as deploy_mod
 from certd.config import Config
-from certd.dns import cloudflare
+from certd.dns.provider import DnsProvider
 from certd.issue.keys import PrivateKey
 from certd.issue.flow import issue_certificate
 from certd.store.db import session_scope
@@ -64,7 +64,7 @@ def deploy_issued(config: Config, engine: sa.Engine, issued: IssuedCertificate) 
 
 def issue_and_deploy(
     config: Config, engine: sa.Engine, name: str, *,
-    dns: cloudflare.CloudflareDNS | None = None, replaces: str | None = None,
+    dns: DnsProvider | None = None, replaces: str | None = None,
     cancel: threading.Event | None = None, key: Future[PrivateKey] | None = None,
 ) -> RenewalResult:
     issued = issue_certificate(config, engine, name, dns=dns, replaces=replaces, cancel=cancel, key=key)

@@ -174,14 +174,14 @@ def test_renew_and_issue_by_hand_wait_for_the_daemon_instead_of_ordering_twice(m
 
 def test_records_of_a_crashed_nodes_order_are_removed_once_its_lease_expires(make_setup) -> None:
     from certd.runtime.daemon import CHALLENGE_CLEANUP_INTERVAL
-    from certd.dns import cloudflare
     from certd.dns.challenges import Dns01Records, cleanup_leftover_records
+    from certd.dns.registry import open_dns
     from certd.store.db import session_scope
     from certd.store.models import ChallengeRecord, IssuanceAttempt
     from tests.daemon.conftest import run, running_daemon
 
     setup = make_setup(cert_toml("web", ["local.example.com"]))
-    dns = cloudflare.from_config(setup.config.cloudflare)
+    dns = open_dns(setup.config)
     # Another node was mid-order for `web`: its attempt, its TXT record, its lease (2 s left).
     with session_scope(setup.engine) as session:
         attempt = IssuanceAttempt(name="web")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from certd.dns.cloudflare import DnsRecord, Zone
+from certd.dns.provider import DnsRecord, Zone
 from certd.dns.records import DesiredHost, OwnedRecord, has_marker, plan
 
 MARKER = "managed by certd"
