@@ -58,13 +58,17 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     from concurrent.futures import ThreadPoolExecutor
 
     from certd.renewal import pipeline
-    from certd.dns.challenges import cleanup_leftover_records
+    from certd.dns.challenges import cleanup_leftover_records, has_leftover_records
     from certd.dns.registry import open_dns
     from certd.renewal.rules import renewal_decision
     from certd.store import leases
     from certd.store.types import utcnow
 
     engine = context.open_store(config)
+    dns = None
+    if has_leftover_records(engine):  # a killed run's TXT records go first, due or not
+        dns = open_dns(config)
+        cleanup_leftover_records(dns, engine, "certd issue")
 
     def not_due(cert_cfg: CertificateConfig) -> str | None:
         """Why a certificate is left alone without --force (its state may change under us: ask
@@ -87,8 +91,7 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     if not todo:
         return 0
 
-    dns = open_dns(config)
-    cleanup_leftover_records(dns, engine, "certd issue")
+    dns = dns or open_dns(config)
 
     def run(cert_cfg: CertificateConfig) -> tuple[str, pipeline.RenewalResult | CertdError | str]:
         name = cert_cfg.name

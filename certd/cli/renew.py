@@ -86,14 +86,15 @@ def _open_without_writing(config):  # type: ignore[no-untyped-def]
 
 
 def _for_real(config, names: list[str], force: bool) -> int:  # type: ignore[no-untyped-def]
-    from certd.dns.challenges import cleanup_leftover_records
+    from certd.dns.challenges import cleanup_leftover_records, has_leftover_records
     from certd.renewal.check import Maintainer, ensure_rows
     from certd.store.leases import EX_TEMPFAIL
 
     engine = context.open_store(config)
     ensure_rows(engine, [c.name for c in config.certificates])
     maintainer = Maintainer(config, engine, purpose="certd renew")
-    cleanup_leftover_records(maintainer.dns(), engine, "certd renew")
+    if has_leftover_records(engine):  # a killed run's TXT records go first, due or not
+        cleanup_leftover_records(maintainer.dns(), engine, "certd renew")
     exit_code = 0
     for name in names:
         result = maintainer.check(name, force=force, ignore_backoff=True)

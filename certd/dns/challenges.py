@@ -82,6 +82,25 @@ def remove_challenge_record(dns: DnsProvider, engine: sa.Engine, row: ChallengeR
     return None
 
 
+def has_leftover_records(engine: sa.Engine) -> bool:
+    """Whether any challenge record is on file: one cheap query, so a command with nothing to
+    clean never opens the DNS provider."""
+    with session_scope(engine) as session:
+        return session.exec(select(ChallengeRecord.id).limit(1)).first() is not None
+
+
+def cleanup_records_of(dns: DnsProvider, engine: sa.Engine, name: str) -> int:
+    """Remove the records of `name`'s interrupted order. The caller holds `name`'s lease (it took
+    it over from a process that is gone), so no order of `name` can own them."""
+    with session_scope(engine) as session:
+        rows = list(session.exec(
+            select(ChallengeRecord)
+            .join(IssuanceAttempt, ChallengeRecord.attempt_id == IssuanceAttempt.id)  # type: ignore[arg-type]
+            .where(IssuanceAttempt.name == name)
+        ).all())
+    return _remove_leftovers(dns, engine, rows, f"an interrupted order of {name}") if rows else 0
+
+
 def cleanup_leftover_records(dns: DnsProvider, engine: sa.Engine, purpose: str = "certd") -> int:
     """Remove records left by a crashed or killed run. Call before starting new orders.
 
