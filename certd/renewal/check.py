@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import select
 
 from certd.deploy import files as deploy_mod
 from certd.renewal import pipeline
 from certd.renewal import rules
+from certd.renewal import files as target_files
+from certd.renewal import records
+from certd.renewal.records import ensure_rows  # noqa: F401 - certd.cli.renew imports it from here
+from certd.renewal.result import Action, CheckResult
+from certd.renewal.ari import AriAnswer, AriState, updated_ari_state
 from certd.issue.ari import AriClient, AriError, cert_id, replaces_rejected
 from certd.config import CertificateConfig, Config
 from certd.dns.provider import DnsProvider
@@ -41,7 +42,6 @@ from certd.errors import CertdError, DeployError
 from certd.notify import Alert, run_notify_hook
 from certd.issue.flow import IssuanceCancelled
 from certd.store import leases
-from certd.store.db import session_scope
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.renewal import RenewalState
 from certd.store.types import utcnow
@@ -49,39 +49,6 @@ from certd.store.types import utcnow
 log = logging.getLogger("certd.maintain")
 
 BUSY_RETRY = dt.timedelta(minutes=1)  # another process holds the certificate: look again after it
-
-Action = Literal[
-    "none",            # nothing to do
-    "waiting",         # something is due but a failure backoff runs
-    "renewed",         # a new certificate was issued and deployed
-    "redeployed",      # the stored certificate was written to its targets again (+ hooks)
-    "hooks-retried",   # only the deploy hooks ran again
-    "failed",          # the renewal or redeploy failed (recorded, retried later)
-    "cancelled",       # shutdown abandoned the order (not a failure)
-    "busy",            # another certd process holds this certificate's lease (looked at again soon)
-    "would-renew",     # dry run
-    "would-redeploy",  # dry run
-]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    action: Action
-    reason: str
-    next_check: dt.datetime
-    renew_at: dt.datetime | None = None
-    error: str | None = None
-    issued: IssuedCertificate | None = None  # the new certificate after "renewed"
-    written: tuple[str, ...] = ()
-    hooks_ok: bool = True
-    critical: bool = False
-
-    @property
-    def deployed(self) -> bool:
-        """Consumers (listeners) should re-read their material."""
-        return self.action in ("renewed", "redeployed")
-
 
 @dataclass
 class _View:
@@ -96,27 +63,12 @@ class _View:
     ari_cert_id: str | None = None
     repair: str | None = None  # why the deployed files or hooks need another run
     files_bad: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def critical(self) -> bool:
         issued = self.issued
         return rules.is_critical(issued.not_before if issued else None,
                                  issued.not_after if issued else None, self.now)
-
-
-def ensure_rows(engine: sa.Engine, names: list[str]) -> list[str]:
-    """Create the per-certificate rows for new names; returns stored names no longer configured."""
-    with session_scope(engine) as session:
-        known = {m.name for m in session.exec(select(ManagedCertificate)).all()}
-        for name in names:
-            if name not in known:
-                session.add(ManagedCertificate(name=name))
-        have_state = {r.name for r in session.exec(select(RenewalState)).all()}
-        for name in names:
-            if name not in have_state:
-                session.add(RenewalState(name=name))
-    return sorted(known - set(names))
 
 
 class Maintainer:
@@ -158,7 +110,9 @@ class Maintainer:
         if dry_run:
             return self._check(name, force, dry_run, ignore_backoff, cancel)
         try:
-            with leases.held(self.engine, leases.certificate_lease(name), self.purpose, clock=self._clock):
+            with leases.held(self.engine, leases.certificate_lease(name), self.purpose, clock=self._clock) as lease:
+                if lease.taken_over:
+                    self._clean_interrupted_order(name, lease.taken_over)
                 return self._check(name, force, dry_run, ignore_backoff, cancel)
         except leases.LeaseBusy as busy:
             now = self._clock()
@@ -166,8 +120,17 @@ class Maintainer:
             return CheckResult(name, "busy", str(busy), min(now + BUSY_RETRY, busy.expires_at),
                                error=str(busy), critical=self._is_critical(name, now))
 
+    def _clean_interrupted_order(self, name: str, whose: str) -> None:
+        """The lease was left by `whose`, which is gone: its order's TXT records go first."""
+        from certd.dns.challenges import cleanup_records_of
+
+        try:
+            cleanup_records_of(self.dns(), self.engine, name)
+        except CertdError as exc:  # the check goes on; the periodic cleanup tries again
+            log.error("%s: could not remove the challenge records left by %s: %s", name, whose, exc)
+
     def _is_critical(self, name: str, now: dt.datetime) -> bool:
-        _, issued, _ = self._load(name)
+        _, issued, _ = records.load(self.engine, name)
         return rules.is_critical(issued.not_before if issued else None,
                                  issued.not_after if issued else None, now)
 
@@ -199,11 +162,11 @@ class Maintainer:
     def _restore_files_meanwhile(self, view: _View) -> None:
         """While a renewal fails or waits, a consumer whose files were lost (a restored backup,
         a new target) still gets the current certificate if it is valid: better than nothing."""
-        managed, issued, _ = self._load(view.cert_cfg.name)
+        managed, issued, _ = records.load(self.engine, view.cert_cfg.name)
         if issued is None or view.issued is None or issued.id != view.issued.id or view.now >= issued.not_after:
             return  # nothing valid to write, or a new certificate whose own deploy retries are pending
-        expected = expected_files(view.cert_cfg, issued, self.config.state_dir)
-        if managed.deployed_id == issued.id and not rules.deployed_file_problems(expected, read_files(expected)):
+        if managed.deployed_id == issued.id and not target_files.content_problems(view.cert_cfg, issued,
+                                                                                  self.config.state_dir):
             return
         log.warning("%s: writing the current certificate (valid until %s) to its targets while its "
                     "renewal is pending", view.cert_cfg.name, _fmt(issued.not_after))
@@ -213,17 +176,9 @@ class Maintainer:
             log.error("%s: %s", view.cert_cfg.name, exc)
 
     # -- looking -------------------------------------------------------------------------
-    def _load(self, name: str) -> tuple[ManagedCertificate, IssuedCertificate | None, RenewalState]:
-        with session_scope(self.engine) as session:
-            managed = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
-            issued = session.get(IssuedCertificate, managed.current_id) if managed.current_id else None
-            renewal = session.get(RenewalState, name) or RenewalState(name=name)
-            session.expunge_all()
-        return managed, issued, renewal
-
     def _evaluate(self, name: str, now: dt.datetime, *, persist: bool) -> _View:
         cert_cfg = self.config.certificate(name)
-        managed, issued, renewal = self._load(name)
+        managed, issued, renewal = records.load(self.engine, name)
         problem = None
         if issued is not None:
             problem = rules.stored_material_problem(issued.cert_pem, issued.chain_pem, issued.key_pem, now)
@@ -242,9 +197,7 @@ class Maintainer:
         if view.managed.deployed_id != issued.id:
             view.files_bad = True
             return "the current certificate is not deployed yet"
-        expected = expected_files(view.cert_cfg, issued, self.config.state_dir)
-        problems = rules.deployed_file_problems(expected, read_files(expected)) \
-            or permission_problems(view.cert_cfg, self.config.state_dir)
+        problems = target_files.file_problems(view.cert_cfg, issued, self.config.state_dir)
         if problems:
             view.files_bad = True
             return "; ".join(problems)
@@ -253,8 +206,9 @@ class Maintainer:
         return None
 
     def _ari_time(self, view: _View, *, persist: bool) -> dt.datetime | None:
-        """The renewal time the CA suggests (asking it when due), or None to use the backstop."""
-        issued, state, now = view.issued, view.renewal, view.now
+        """The renewal time the CA suggests (asking it when due), or None to use the backstop.
+        The new state is worked out by certd.renewal.ari; here only the asking and the storing."""
+        issued, now = view.issued, view.now
         if issued is None or now >= issued.not_after or issued.directory_url != self.config.acme.directory_url:
             return None
         try:
@@ -262,43 +216,27 @@ class Maintainer:
         except (AriError, ValueError):
             return None
         view.ari_cert_id = current
-        if not rules.ari_check_due(now, current_cert_id=current, checked_cert_id=state.ari_cert_id,
-                                   next_check_at=state.ari_next_check_at):
-            return state.ari_renew_at if state.ari_supported else None
-        same_cert = state.ari_cert_id == current
-        old_pick = state.ari_renew_at if same_cert else None
+        stored = AriState.of(view.renewal)
+        if not rules.ari_check_due(now, current_cert_id=current, checked_cert_id=stored.cert_id,
+                                   next_check_at=stored.next_check_at):
+            return stored.renewal_time
         try:
-            info = self._ari.fetch(issued.cert_pem, now)
+            answer: AriAnswer = self._ari.fetch(issued.cert_pem, now)
         except CertdError as exc:  # AriError and friends: the backstop covers until it answers
             log.warning("%s: ARI check failed (%s); the backstop applies until it works", view.cert_cfg.name, exc)
-            if not same_cert:
-                state.ari_supported, state.ari_window_start, state.ari_window_end = None, None, None
-                state.ari_renew_at = None
-            state.ari_cert_id = current
-            state.ari_error = str(exc)
-            state.ari_next_check_at = rules.next_ari_check(now, None, self._ari_min_interval)
-        else:
-            previous = (rules.AriWindow(state.ari_window_start, state.ari_window_end)
-                        if same_cert and state.ari_window_start and state.ari_window_end else None)
-            state.ari_cert_id, state.ari_error = current, None
-            if info is None:
-                state.ari_supported = False
-                state.ari_window_start = state.ari_window_end = state.ari_renew_at = None
-                state.ari_next_check_at = rules.next_ari_check(now, None, self._ari_min_interval)
-            else:
-                state.ari_supported = True
-                state.ari_renew_at = rules.ari_renewal_time(
-                    info.window, self._rand(), previous_window=previous,
-                    previous_pick=state.ari_renew_at if same_cert else None)
-                state.ari_window_start, state.ari_window_end = info.window.start, info.window.end
-                state.ari_next_check_at = rules.next_ari_check(now, info.retry_after, self._ari_min_interval)
-                if state.ari_renew_at != old_pick:
-                    log.info("%s: the CA suggests renewing between %s and %s; picked %s", view.cert_cfg.name,
-                             _fmt(info.window.start), _fmt(info.window.end), _fmt(state.ari_renew_at))
+            answer = exc
+        update = updated_ari_state(stored, current, answer, now, fraction=self._rand(),
+                                   min_interval=self._ari_min_interval)
+        for column, value in update.state.columns().items():  # later steps of this check read them
+            setattr(view.renewal, column, value)
+        if update.new_pick and update.state.window is not None:
+            window = update.state.window
+            log.info("%s: the CA suggests renewing between %s and %s; picked %s", view.cert_cfg.name,
+                     _fmt(window.start), _fmt(window.end), _fmt(update.state.renew_at))
         if persist:
-            self._save_renewal(state)
+            self._update_renewal(view.cert_cfg.name, **update.state.columns())
             self._update_managed(view.cert_cfg.name, ari_checked_at=now)
-        return state.ari_renew_at if state.ari_supported else None
+        return update.renewal_time
 
     # -- acting --------------------------------------------------------------------------
     def _replaces(self, view: _View) -> str | None:
@@ -381,12 +319,7 @@ class Maintainer:
         moment, capped inside the lifetime.)"""
         name = view.cert_cfg.name
         now = self._clock()
-        with session_scope(self.engine) as session:
-            recent = session.exec(
-                select(sa.func.count()).select_from(IssuedCertificate)
-                .where(IssuedCertificate.name == name, IssuedCertificate.issued_at >= now - dt.timedelta(days=1))
-            ).one()
-        failures = max(1, int(recent))
+        failures = max(1, records.issued_since(self.engine, name, now - dt.timedelta(days=1)))
         next_attempt = rules.next_attempt_time(now, failures, jitter=2 * self._rand() - 1)
         message = (f"the certificate issued a moment ago is due again ({view.decision.reason}); "
                    f"not ordering another before {_fmt(next_attempt)}")
@@ -428,7 +361,7 @@ class Maintainer:
                        written: tuple[str, ...] = ()) -> CheckResult:
         name = view.cert_cfg.name
         now = self._clock()
-        _, _, renewal = self._load(name)
+        _, _, renewal = records.load(self.engine, name)
         failures = renewal.deploy_failures + 1
         retry_at = rules.next_attempt_time(now, failures, jitter=2 * self._rand() - 1)
         self._update_renewal(name, deploy_failures=failures, deploy_retry_at=retry_at, last_failure_at=now)
@@ -464,73 +397,16 @@ class Maintainer:
         return CheckResult(view.cert_cfg.name, action, reason, next_check, view.decision.renew_at, error,
                            critical=view.critical)
 
-    def _upsert(self, table: type[ManagedCertificate] | type[RenewalState], name: str, **fields: object) -> None:
-        """Set `fields` on the row of `name` in `table` (created if missing), in one transaction."""
-        with session_scope(self.engine) as session:
-            row = session.get(table, name) or table(name=name)
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
-            session.add(row)
-
     def _update_managed(self, name: str, **fields: object) -> None:
-        self._upsert(ManagedCertificate, name, **fields)
+        records.upsert(self.engine, ManagedCertificate, name, **fields)
 
     def _update_renewal(self, name: str, **fields: object) -> None:
-        self._upsert(RenewalState, name, **fields)
-
-    def _save_renewal(self, state: RenewalState) -> None:
-        ari_fields = ("ari_cert_id", "ari_supported", "ari_window_start", "ari_window_end",
-                      "ari_renew_at", "ari_next_check_at", "ari_error")
-        self._update_renewal(state.name, **{f: getattr(state, f) for f in ari_fields})
+        records.upsert(self.engine, RenewalState, name, **fields)
 
     def _notify(self, alert: Alert) -> None:
         daemon_cfg = self.config.daemon
         run_notify_hook(daemon_cfg.notify_hook, alert, now=self._clock(), timeout=daemon_cfg.notify_timeout,
                         hide_env=self._hide_env)
-
-
-def expected_files(cert_cfg: CertificateConfig, issued: IssuedCertificate, state_dir: str) -> dict[str, bytes]:
-    """Path → the bytes the current certificate puts there (certd's live copy and every target)."""
-    content = deploy_mod.material(issued)
-    expected: dict[str, bytes] = {}
-    for target in [deploy_mod.live_target(state_dir, cert_cfg.name), *cert_cfg.targets]:
-        for kind, path in target.paths().items():
-            expected[path] = content[kind]
-    return expected
-
-
-def permission_problems(cert_cfg: CertificateConfig, state_dir: str) -> list[str]:
-    """Target files whose mode or owner differ from the config (a privkey.pem someone made
-    world-readable, an `owner` set after the files were written)."""
-    from certd.deploy.atomic import resolve_owner
-
-    problems = []
-    for target in [deploy_mod.live_target(state_dir, cert_cfg.name), *cert_cfg.targets]:
-        uid, gid = resolve_owner(target.owner, target.group)
-        for kind, path in target.paths().items():
-            try:
-                info = os.stat(path)
-            except OSError:
-                continue  # missing or unreadable files are reported by content
-            want = target.key_mode if kind == "privkey" else target.mode
-            if info.st_mode & 0o777 != want:
-                problems.append(f"{path} has mode {info.st_mode & 0o777:04o}, the config says {want:04o}")
-            elif (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid):
-                problems.append(f"{path} is not owned by {target.owner or ''}:{target.group or ''} as configured")
-    return problems
-
-
-def read_files(paths: dict[str, bytes]) -> dict[str, rules.FileContent]:
-    found: dict[str, rules.FileContent] = {}
-    for path in paths:
-        try:
-            found[path] = Path(path).read_bytes()
-        except FileNotFoundError:
-            found[path] = None
-        except OSError as exc:
-            found[path] = exc
-    return found
 
 
 def _hook_errors(hooks: list[deploy_mod.HookResult]) -> str:

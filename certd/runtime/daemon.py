@@ -3,10 +3,11 @@
 Wiring only. Decisions live in certd.renewal.rules, the work on one certificate in
 certd.renewal.check. Here: one asyncio loop with APScheduler's AsyncIOScheduler, one
 date job per certificate at its next check (the scheduler sleeps until the
-earliest one: no polling), interval jobs for the gray-cloud DNS sync, the fleet
-registry outbox and the systemd watchdog, a bounded pool of worker threads for
-everything synchronous (acme, the Cloudflare SDK, files, hooks), the OCPP
-endpoint in the same loop, and the signals:
+earliest one: no polling), the periodic jobs of certd.runtime.jobs (gray-cloud DNS
+sync, challenge cleanup, fleet registry outbox, bundle refresh) and the systemd
+watchdog as interval jobs, a bounded pool of worker threads for everything
+synchronous (acme, the Cloudflare SDK, files, hooks), the OCPP endpoint and the
+rollover engine in the same loop (certd.runtime.services), and the signals:
 
 - SIGTERM/SIGINT: in-flight orders are abandoned at their next wait (their TXT
   records are deleted in obtain's `finally`), then the process exits 0;
@@ -25,25 +26,31 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
 from certd.config import Config, load_config
 from certd.errors import CertdError, ConfigError
-from certd.renewal.check import CheckResult, Maintainer, ensure_rows
+from certd.renewal.check import Maintainer
+from certd.renewal.records import ensure_rows
+from certd.renewal.result import CheckResult
+from certd.runtime import jobs
 from certd.runtime.sdnotify import Notifier
+from certd.runtime.services import OcppServices
+from certd.runtime.watch import LiveCopyWatcher
 from certd.store.types import utcnow
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from certd.ocpp.service import OcppService
 
 log = logging.getLogger("certd.daemon")
 
 T = TypeVar("T")
 
 CRASHED_CHECK_RETRY = dt.timedelta(minutes=5)
-OUTBOX_INTERVAL = 60.0
-# Challenge records another process (a killed `certd issue`, a crashed node) left behind.
-CHALLENGE_CLEANUP_INTERVAL = 600.0
-BUNDLE_REFRESH_INTERVAL = 24 * 3600.0  # drops CA certificates that expired from fleet bundles
 WORKER_THREADS = 24  # created lazily; checks are bounded by [daemon] concurrency, the rest is small
 
 
@@ -75,7 +82,7 @@ class Daemon:
         self._reload_lock: asyncio.Lock | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._scheduler: Any = None
+        self._scheduler: AsyncIOScheduler | None = None
         self._maintainer: Maintainer | None = None
         self._running: set[str] = set()
         self._recheck: dict[str, dt.datetime] = {}
@@ -83,8 +90,8 @@ class Daemon:
         # Tasks waiting on a worker thread (checks, periodic jobs): stop() waits for them too,
         # since the interpreter would wait for their threads at exit anyway.
         self._thread_waits: set[asyncio.Task[Any]] = set()
-        self._ocpp: Any = None
-        self._rollover: Any = None
+        self._services: OcppServices | None = None  # set once the store is open
+        self._live_watch: LiveCopyWatcher | None = None
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -128,7 +135,11 @@ class Daemon:
         now = self._clock()
         for cert in self.config.certificates:
             self.schedule(cert.name, now)
-        await self._start_services(self.config)
+        self._services = OcppServices(self.engine, self._clock)
+        await self._services.start(self.config)
+        self._live_watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed_elsewhere)
+        await self._live_watch.start()
+        await self._schedule_periodic_jobs(self.config)
         if self._notifier.watchdog_interval:
             self._scheduler.add_job(self._watchdog, "interval", seconds=self._notifier.watchdog_interval,
                                     id="watchdog")
@@ -165,7 +176,10 @@ class Daemon:
                           "records they left are removed at the next start)", len(still), timeout)
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        await self._stop_services()
+        if self._live_watch is not None:
+            await self._live_watch.close()
+        if self._services is not None:
+            await self._services.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_engine and self.engine is not None and not self.stuck_threads:
@@ -192,9 +206,9 @@ class Daemon:
                                 max_instances=2)
 
     @property
-    def ocpp(self) -> Any:
+    def ocpp(self) -> OcppService | None:
         """The running OCPP service (None when no listener is configured or it failed to start)."""
-        return self._ocpp
+        return self._services.endpoint if self._services is not None else None
 
     async def _check_job(self, name: str) -> None:
         if self._stopping:
@@ -213,8 +227,8 @@ class Daemon:
                 result = await self._in_thread(maintainer.check, name, cancel=self._cancel)
             self.results[name] = result
             next_at = result.next_check
-            if result.deployed:
-                await self._after_deploy(name)
+            if result.deployed and self._services is not None:
+                await self._services.after_deploy(name)
         except ConfigError as exc:  # the certificate left the config while its check waited
             log.info("%s: not checked: %s", name, exc)
         except Exception:  # noqa: BLE001 - a bug in one check must not stop the others
@@ -230,6 +244,13 @@ class Daemon:
                 self.schedule(name, next_at)
             self.checks_done += 1
             await self._announce()
+
+    async def _deployed_elsewhere(self, names: set[str]) -> None:
+        """Another certd process (a hand-run `certd issue`) deployed these: serve them now."""
+        known = {cert.name for cert in self.config.certificates}
+        for name in sorted(names & known):
+            if self._services is not None:
+                await self._services.after_deploy(name)
 
     async def _announce(self) -> None:
         assert self._changed is not None
@@ -297,13 +318,19 @@ class Daemon:
             self._semaphore = asyncio.Semaphore(new.daemon.concurrency)
         await self._reconcile()
         names = {c.name for c in new.certificates}
+        assert self._scheduler is not None
         for job in list(self._scheduler.get_jobs()):
             if job.id.startswith("check:") and job.id.removeprefix("check:") not in names:
                 job.remove()
         now = self._clock()
         for name in sorted(names):
             self.schedule(name, now)  # look at everything again under the new config
-        await self._reload_services(old, new)
+        for periodic in jobs.PERIODIC_JOBS:  # scheduled again below as the new config wants
+            if self._scheduler.get_job(periodic.name) is not None:
+                self._scheduler.remove_job(periodic.name)
+        assert self._services is not None
+        await self._services.apply(old, new)
+        await self._schedule_periodic_jobs(new)
         log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
         return True
 
@@ -314,161 +341,21 @@ class Daemon:
         for name in orphans:
             log.info("%s: in the store but no longer in the config; not renewed (its files stay)", name)
 
-    # -- services run alongside renewals --------------------------------------------------
-    async def _start_services(self, config: Config) -> None:
-        await self._start_ocpp(config)
-        await self._schedule_periodic_jobs(config)
-
+    # -- periodic jobs (certd.runtime.jobs) -------------------------------------------------
     async def _schedule_periodic_jobs(self, config: Config) -> None:
-        """Challenge cleanup, gray-cloud DNS sync, registry outbox, bundle refresh: each runs once now,
-        then on its interval."""
-        from certd.dns.sync import sync_interval, sync_wanted
-
+        """Every job `config` wants runs once now, then on its interval."""
+        assert self._scheduler is not None and self.engine is not None
         now = dt.datetime.now(dt.timezone.utc)
-        jobs: list[tuple[str, Callable[[], Any], float]] = [
-            ("challenge-cleanup", self._challenge_cleanup_job, CHALLENGE_CLEANUP_INTERVAL)]
-        if await self._in_thread(sync_wanted, config, self.engine):
-            jobs.append(("dns-sync", self._dns_sync_job, float(sync_interval(config))))
-        if config.trust.registries:
-            jobs.append(("trust-outbox", self._outbox_job, OUTBOX_INTERVAL))
-        if config.trust.bundles:
-            jobs.append(("trust-refresh", self._bundle_refresh_job, BUNDLE_REFRESH_INTERVAL))
-        for job_id, job, interval in jobs:
-            self._scheduler.add_job(job, "interval", seconds=interval, id=job_id,
-                                    replace_existing=True, next_run_time=now)
+        for job in await self._in_thread(jobs.enabled_jobs, config, self.engine):
+            self._scheduler.add_job(self._run_periodic, "interval", args=[job], seconds=job.interval(config),
+                                    id=job.name, name=job.name, replace_existing=True, next_run_time=now)
 
-    async def _stop_services(self) -> None:
-        if self._rollover is not None:
-            try:
-                await self._rollover.close()
-            except Exception:  # noqa: BLE001
-                log.exception("the trust rollover engine did not close cleanly")
-            self._rollover = None
-        if self._ocpp is not None:
-            try:
-                await self._ocpp.close()
-            except Exception:  # noqa: BLE001
-                log.exception("OCPP endpoint did not close cleanly")
-            self._ocpp = None
-
-    async def _reload_services(self, old: Config, new: Config) -> None:
-        for job_id in ("dns-sync", "trust-outbox", "trust-refresh"):
-            if self._scheduler.get_job(job_id) is not None:
-                self._scheduler.remove_job(job_id)
-        unchanged = (new.ocpp == old.ocpp and new.certificates == old.certificates
-                     and new.rollover == old.rollover and new.trust == old.trust)
-        if self._ocpp is not None and unchanged:
-            await self._reload_ocpp(None)
-        else:
-            await self._stop_services()
-            await self._start_ocpp(new)
-        await self._schedule_periodic_jobs(new)
-
-    async def _start_ocpp(self, config: Config) -> None:
-        if not (config.ocpp.enabled and config.ocpp.listeners):
-            return
-        # Imported here: an install without listeners never pays for websockets and ocpp.
-        from certd.rollover.engine import RolloverEngine
-        from certd.ocpp.service import OcppService, tune_process_for_many_connections
-
-        try:
-            service = OcppService(config, self.engine)
-            results = await service.start()
-        except Exception as exc:  # noqa: BLE001 - renewals go on even if a port is taken
-            log.error("OCPP endpoint did not start: %s", exc, exc_info=not isinstance(exc, CertdError))
-            return
-        self._ocpp = service
-        for result in results:
-            if result.error:
-                log.error("OCPP listener %s not serving yet: %s", result.listener, result.error)
-        tune_process_for_many_connections()
-        try:
-            # Started even with [rollover] off: it then releases gates a previous run left in the store.
-            rollover = RolloverEngine(config, self.engine, service, clock=self._clock)
-            await rollover.start()
-        except Exception as exc:  # noqa: BLE001 - the endpoint serves on without root rollover
-            log.error("the trust rollover engine did not start: %s", exc, exc_info=not isinstance(exc, CertdError))
-            return
-        self._rollover = rollover
-
-    async def _reload_ocpp(self, cert_name: str | None) -> None:
-        if self._ocpp is None:
-            return
-        try:
-            await self._ocpp.reload(cert_name)
-        except Exception:  # noqa: BLE001
-            log.exception("OCPP listeners could not reload %s", cert_name or "their certificates")
-
-    async def _after_deploy(self, name: str) -> None:
-        """A new certificate is stored and written: gates decide, then listeners re-read."""
-        if self._rollover is not None:
-            try:
-                await self._rollover.on_issued(name)
-            except Exception:  # noqa: BLE001
-                log.exception("%s: the trust rollover engine failed on the new issuance", name)
-        await self._reload_ocpp(name)
-
-    async def _dns_sync_job(self) -> None:
-        from certd.dns.sync import sync_hosts
-
+    async def _run_periodic(self, job: jobs.PeriodicJob) -> None:
         if self._stopping:
             return
-        maintainer, config = self._maintainer, self.config
-        assert maintainer is not None
-        try:
-            report = await self._in_thread(self._leased, "dns-sync", sync_hosts, config, self.engine,
-                                           maintainer.dns(), apply=True)
-        except CertdError as exc:
-            log.error("gray-cloud DNS sync failed: %s", exc)
-            return
-        if report is None:
-            return
-        log.log(logging.WARNING if report.outcome == "failed" else logging.DEBUG,
-                "gray-cloud DNS sync: %s", report.outcome)
-
-    async def _challenge_cleanup_job(self) -> None:
-        from certd.dns.challenges import cleanup_leftover_records
-
-        if self._stopping:
-            return
-        maintainer = self._maintainer
-        assert maintainer is not None
-        try:
-            await self._in_thread(cleanup_leftover_records, maintainer.dns(), self.engine, "certd run")
-        except CertdError as exc:
-            log.error("challenge record cleanup failed: %s", exc)
-
-    async def _outbox_job(self) -> None:
-        from certd.trust.outbox import deliver
-
-        if self._stopping:
-            return
-        try:
-            # No job lease: every delivery row is claimed on its own (certd.trust.outbox).
-            await self._in_thread(deliver, self.config, self.engine, now=self._clock())
-        except CertdError as exc:
-            log.error("fleet registry delivery failed: %s", exc)
-        except Exception as exc:  # noqa: BLE001 - the job runs again in a minute; keep the daemon up
-            # Send failures are recorded per row by deliver(); what reaches here is the store or
-            # a bug. Only the type is logged: a message could quote a registry header value.
-            log.error("fleet registry delivery failed: %s (retried in %d s)",
-                      type(exc).__name__, OUTBOX_INTERVAL)
-
-    async def _bundle_refresh_job(self) -> None:
-        from certd.trust.track import refresh_bundles
-
-        if self._stopping:
-            return
-        try:
-            result = await self._in_thread(self._leased, "trust-refresh", refresh_bundles, self.config,
-                                           self.engine, now=self._clock(), reason="daily refresh")
-        except CertdError as exc:
-            log.error("fleet CA bundle refresh failed: %s", exc)
-            return
-        if result is None:
-            return
-        for warning in result.warnings:
-            log.warning("fleet CA bundles: %s", warning)
+        assert self._maintainer is not None and self.engine is not None
+        run = jobs.JobRun(self.config, self.engine, self._maintainer, self._clock, now=self._clock())
+        await jobs.run_periodic(job, run, self._in_thread)
 
     async def _watchdog(self) -> None:
         # A coroutine on purpose: the ping proves the event loop itself is alive.
@@ -480,19 +367,6 @@ class Daemon:
 
         upgrade(self.config.db_url)
         return make_engine(self.config.db_url)
-
-    def _leased(self, job: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        """Run a periodic job under its lease (worker thread); None when another certd process
-        sharing the store runs it right now (it does the same work)."""
-        from certd.store import leases
-
-        assert self.engine is not None
-        try:
-            with leases.held(self.engine, leases.job_lease(job), "certd run", clock=self._clock):
-                return func(*args, **kwargs)
-        except leases.LeaseBusy as busy:
-            log.info("%s: skipped this round: %s", job, busy)
-            return None
 
     async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

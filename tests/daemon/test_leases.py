@@ -173,7 +173,7 @@ def test_renew_and_issue_by_hand_wait_for_the_daemon_instead_of_ordering_twice(m
 
 
 def test_records_of_a_crashed_nodes_order_are_removed_once_its_lease_expires(make_setup) -> None:
-    from certd.runtime.daemon import CHALLENGE_CLEANUP_INTERVAL
+    from certd.runtime.jobs import CHALLENGE_CLEANUP_INTERVAL
     from certd.dns.challenges import Dns01Records, cleanup_leftover_records
     from certd.dns.registry import open_dns
     from certd.store.db import session_scope

@@ -10,8 +10,11 @@ from pathlib import Path
 
 from certd.runtime.watch import names_of
 from certd.sandbox.certd_config import toml_str
+from certd.store.types import utcnow
 from tests.daemon.conftest import cert_toml, run, running_daemon
 from tests.daemon.test_services import _served_serial
+from tests.obtain.test_failures import txt_records
+from tests.obtain.test_orphans import killed_mid_order
 
 LISTENER = """
 [ocpp]
@@ -62,5 +65,25 @@ def test_issue_by_another_process_is_served_within_two_seconds(make_setup, pebbl
                 assert time.monotonic() - deployed < REACTION_BOUND_S, "still serving the old certificate"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
+
+    run(scenario())
+
+
+def test_a_lease_left_by_a_killed_process_is_taken_over_and_its_records_removed(make_setup) -> None:
+    """The daemon's next check of a certificate whose lease a killed `certd issue` left behind
+    removes that order's TXT records before anything else (not only at the 10-minute cleanup)."""
+    setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
+
+    async def scenario() -> None:
+        async with running_daemon(setup) as daemon:
+            assert await daemon.wait_for(lambda: "web" in daemon.results, 60)
+            created = await asyncio.to_thread(killed_mid_order, setup, "--force")
+            assert len(created) == 2 and len(txt_records(setup.world)) == 2
+
+            done = daemon.checks_done
+            daemon.schedule("web", utcnow())
+            assert await daemon.wait_for(lambda: daemon.checks_done > done, 60)
+            assert txt_records(setup.world) == []
+            assert daemon.results["web"].action == "none"  # still valid: nothing ordered
 
     run(scenario())
