@@ -26,7 +26,8 @@ from certd.renewal import pipeline
 from certd.runtime import eventloop
 from certd.config import Config, parse_config
 from certd.ocpp import charger_registry
-from certd.rollover.engine import ForcedSwitch, RolloverEngine
+from certd.rollover.alerts import ForcedSwitch
+from certd.rollover.engine import RolloverEngine
 from certd.ocpp.service import OcppService
 from certd.sandbox import PebbleServer, SandboxWorld
 from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str

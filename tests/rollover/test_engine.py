@@ -248,7 +248,7 @@ def test_forced_switch_alert_runs_the_daemon_notify_hook(tmp_path: Path) -> None
 
     if "daemon" not in Config.model_fields:
         pytest.skip("this install has no [daemon] section (certd run's notify hook)")
-    from certd.rollover.engine import ForcedSwitch, notify_hook_alert
+    from certd.rollover.alerts import ForcedSwitch, notify_hook_alert
     from certd.rollover.gates import Lacking
 
     out = tmp_path / "alert.json"

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
 from certd.ocpp import charger_registry
-from certd.rollover.provision import (
-    Provisioner, cert_hash_data, hash_index, match_installed, normalize_serial, parse_hash_data,
-)
+from certd.ocpp.calls import normalize_serial, parse_hash_data
+from certd.rollover.hashdata import cert_hash_data, hash_index, match_installed
+from certd.rollover.provision import Provisioner
 from certd.ocpp.service import OcppService
 from certd.trust.certs import from_x509
 from tests.ocpp.conftest import HOST, make_config
