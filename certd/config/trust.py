@@ -13,6 +13,8 @@ Two tables here name code in `certd.trust` as "module:attribute" strings, looked
 only when used, so loading a config never imports cryptography or a network client:
 `EXPORT_FORMATS` (export format -> renderer) and `REGISTRY_KINDS` (registry kind ->
 config model + push target). Adding a format or a kind is one line in one of them.
+They live here, not in `certd.trust`, because config validation reads them and
+`certd.trust` imports the config (never the other way round).
 """
 
 from __future__ import annotations
