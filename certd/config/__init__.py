@@ -69,6 +69,8 @@ class Config(Section):
             names.add(self.acme.eab.hmac_key_env)
         for registry in self.trust.registries:
             names.update(source.env for source in registry.secret_sources() if source.env)
+        if self.ocpp.charger_ca is not None:
+            names.update(self.ocpp.charger_ca.secret_env_names())
         return tuple(sorted(names))
 
     def certificate(self, name: str) -> CertificateConfig:
