@@ -1,10 +1,10 @@
-"""The daemon's periodic look at every charger certificate, connected or not.
+"""The periodic look at every charger certificate, connected or not.
 
-A `PeriodicJob` of `certd run` (`certd.runtime.jobs`, every `sweep_interval` seconds,
-under a store lease): certificates entering the last tenth of their life unrenewed are
-logged at error level and handed to the notify hook, once per certificate; the CRL file
-(`crl_file`) is rewritten. Asking chargers for CSRs is the OCPP
-service's part (it holds the connections): see `certd.ocpp.charger_certs`.
+Run by the OCPP service's `ChargerCertService` (every `sweep_interval` seconds, in a
+worker thread, under a store lease): certificates entering the last tenth of their life
+unrenewed are logged at error level and handed to the notify hook, once per certificate;
+the CRL file (`crl_file`) is rewritten. Asking connected chargers for CSRs is the other
+half of that service (it holds the connections).
 """
 
 from __future__ import annotations

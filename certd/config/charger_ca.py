@@ -99,7 +99,7 @@ class ChargerCaConfig(Section):
     # how long a revocation by another process (`certd chargers revoke-cert`) takes to close a
     # live profile-3 connection.
     revocation_check_interval: Annotated[float, Field(gt=0, le=600)] = 5.0
-    # Seconds between the daemon's sweeps over all charger certificates (last-tenth alerts, CRL).
+    # Seconds between sweeps over all charger certificates, connected or not (last-tenth alerts, CRL).
     sweep_interval: Annotated[float, Field(gt=0, le=86400)] = 3600.0
     # Back-off after a failed request to a charger: retry_base, doubled each time, at most retry_max.
     retry_base: Annotated[float, Field(gt=0)] = 60.0

@@ -14,6 +14,11 @@ profile 3, or a renewal trigger (2.0.1 TriggerMessage SignChargingStationCertifi
 at most CONCURRENCY at once, with the back-off recorded in the store. A CA replaced
 by another process (`certd charger-ca init --replace`) is noticed at the same look:
 the new key is loaded and profile-3 listeners trust the new certificate too.
+
+Every `sweep_interval` seconds `certd.chargerca.sweep` looks at all charger certificates,
+connected or not (last-tenth alerts through the notify hook, the CRL file), in a worker
+thread under a store lease, so one process of several sharing the store does it per
+round. It runs here rather than in `certd.runtime.jobs` so that `certd serve` has it too.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from certd.chargerca import authority, ca_store, records
+from certd.chargerca import authority, ca_store, records, sweep
 from certd.chargerca.plan import Work, plan
 from certd.config import Config
+from certd.errors import CertdError
 from certd.ocpp import calls
 from certd.ocpp.enrollment import Enrollment, send
+from certd.store import leases
 from certd.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("certd.chargerca")
 
 CONCURRENCY = 50
+SWEEP_LEASE = "charger-certs"
 
 
 class ChargerCertService:
@@ -60,6 +68,7 @@ class ChargerCertService:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.triggers_sent = 0
 
     # -- lifecycle --
@@ -73,11 +82,13 @@ class ChargerCertService:
 
     async def start(self) -> None:
         self.service.add_charger_hook(self._on_charger_event)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="certd-charger-certs")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="certd-charger-certs")
+        self._sweeper = loop.create_task(self._sweep_periodically(), name="certd-charger-cert-sweep")
 
     async def close(self) -> None:
         self.service.remove_charger_hook(self._on_charger_event)
-        tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
+        tasks = [t for t in (self._task, self._sweeper, *self._inflight.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -85,7 +96,7 @@ class ChargerCertService:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
                 pass
-        self._task = None
+        self._task = self._sweeper = None
         self._inflight.clear()
         await self.enrollment.close()
 
@@ -114,6 +125,26 @@ class ChargerCertService:
                 raise
             except Exception:  # noqa: BLE001 - one failed look must not end the service
                 log.exception("looking at charger certificates failed; trying again later")
+
+    async def _sweep_periodically(self) -> None:
+        alert = sweep.notify_hook_alert(self.config)
+        while True:
+            try:
+                await asyncio.to_thread(self.sweep_once, alert)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+                log.error("charger certificate sweep failed: %s", exc if isinstance(exc, CertdError)
+                          else type(exc).__name__)
+            await asyncio.sleep(self.settings.sweep_interval)
+
+    def sweep_once(self, alert: sweep.Alert | None = None) -> sweep.SweepReport | None:
+        """One sweep under the store lease (worker thread); None when another process holds it."""
+        try:
+            with leases.held(self.engine, leases.job_lease(SWEEP_LEASE), "certd charger CA"):
+                return sweep.sweep(self.engine, self.config, self.clock(), alert)
+        except leases.LeaseBusy:
+            return None
 
     # -- the CA --
 
