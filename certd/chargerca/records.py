@@ -54,7 +54,9 @@ class CertView:
     cert_pem: str
 
     def life(self) -> timing.CertLife:
-        return timing.CertLife(self.serial, self.not_before, self.not_after, self.ca_fingerprint)
+        """Its life for renewal timing: from issuance (not_before is backdated for clock skew)."""
+        return timing.CertLife(self.serial, min(self.issued_at, self.not_after), self.not_after,
+                               self.ca_fingerprint)
 
 
 def view(row: ChargerCertificate) -> CertView:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Charger:
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (action, payload)
     csr_answers: list[str] = field(default_factory=list)
     events: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    trigger_times: list[float] = field(default_factory=list)  # time.time() of each CSR trigger
 
     def csr(self) -> str:
         self.key = new_key(self.key_kind)  # a fresh key for every CSR, as A02/A03 ask
@@ -109,6 +111,7 @@ def client_class(version: str):  # type: ignore[no-untyped-def]
             @on("ExtendedTriggerMessage")
             def on_trigger(self, requested_message: str, **_: Any) -> Any:
                 self.charger.received.append(("ExtendedTriggerMessage", {"requested_message": requested_message}))
+                self.charger.trigger_times.append(time.time())
                 return call_result.ExtendedTriggerMessage(status="Accepted")
 
             @after("ExtendedTriggerMessage")
@@ -148,6 +151,7 @@ def client_class(version: str):  # type: ignore[no-untyped-def]
         @on("TriggerMessage")
         def on_trigger(self, requested_message: str, **_: Any) -> Any:
             self.charger.received.append(("TriggerMessage", {"requested_message": requested_message}))
+            self.charger.trigger_times.append(time.time())
             return call_result.TriggerMessage(status="Accepted")
 
         @after("TriggerMessage")
@@ -167,6 +171,7 @@ def client_class(version: str):  # type: ignore[no-untyped-def]
         def on_network_profile(self, configuration_slot: int, connection_data: dict[str, Any], **_: Any) -> Any:
             self.charger.received.append(("SetNetworkProfile", {"configuration_slot": configuration_slot,
                                                                 "connection_data": connection_data}))
+            self.charger.events.put_nowait("SetNetworkProfile")
             return call_result.SetNetworkProfile(status="Accepted")
 
         @on("GetVariables")
