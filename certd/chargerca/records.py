@@ -79,12 +79,15 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
         yield items[start:start + size]
 
 
+_CHARGERS = Charger.__table__  # type: ignore[attr-defined]
+_STANDING = sa.select(_CHARGERS.c.enabled, _CHARGERS.c.registration).where(
+    _CHARGERS.c.charger_id == sa.bindparam("charger_id"))  # built once: one read per CSR
+
+
 def standing(engine: sa.Engine, charger_id: str) -> Standing | None:
-    with session_scope(engine) as session:
-        row = session.get(Charger, charger_id)
-        if row is None:
-            return None
-        return Standing(enabled=row.enabled, approved=row.registration == REGISTRATION_ACCEPTED)
+    with engine.connect() as conn:
+        row = conn.execute(_STANDING, {"charger_id": charger_id}).first()
+    return Standing(enabled=bool(row[0]), approved=row[1] == REGISTRATION_ACCEPTED) if row else None
 
 
 def record_refusal(engine: sa.Engine, charger_id: str, reason: str, *, listener: str | None,
@@ -102,34 +105,65 @@ def _renewal(session: Session, charger_id: str) -> ChargerCertRenewal:
     return row
 
 
+@dataclass(frozen=True)
+class ToStore:
+    """A certificate just signed, with the request it answers."""
+
+    ca: authority.IssuingCa
+    leaf: x509.Certificate
+    charger_id: str
+    key_type: str
+    now: dt.datetime
+    listener: str | None = None
+    version: str | None = None
+    csr_sha256: str | None = None
+    source: str = "csr"
+
+
+def store_issued_batch(engine: sa.Engine, items: Sequence[ToStore]) -> list[Issued]:
+    """Record signed certificates and their requests, all in one transaction.
+
+    Older certificates of these chargers still waiting for delivery are superseded first (the
+    charger sent a new CSR, so it will not install them); that write comes first so SQLite
+    takes its write lock at once. Within the batch, a charger's newest certificate wins too.
+    """
+    table = ChargerCertificate.__table__  # type: ignore[attr-defined]
+    rows: list[ChargerCertificate] = []
+    with session_scope(engine) as session:
+        for part in chunks(sorted({item.charger_id for item in items})):
+            session.execute(sa.update(table).where(table.c.charger_id.in_(part), table.c.state == CERT_ISSUED)
+                            .values(state=CERT_SUPERSEDED, delivery_detail="a newer CSR arrived before delivery"))
+        newest: dict[str, ChargerCertificate] = {}
+        for item in items:
+            serial = f"{item.leaf.serial_number:x}"
+            row = ChargerCertificate(
+                charger_id=item.charger_id, serial=serial, fingerprint=authority.fingerprint(item.leaf),
+                ca_fingerprint=item.ca.fingerprint, key_type=item.key_type,
+                not_before=item.leaf.not_valid_before_utc, not_after=item.leaf.not_valid_after_utc,
+                state=CERT_ISSUED, source=item.source,
+                delivery=DELIVERY_PENDING if item.source == "csr" else DELIVERY_NONE,
+                cert_pem=authority.cert_pem(item.leaf), issued_at=item.now)
+            if item.charger_id in newest:
+                older = newest[item.charger_id]
+                older.state, older.delivery_detail = CERT_SUPERSEDED, "a newer CSR arrived before delivery"
+            newest[item.charger_id] = row
+            rows.append(row)
+            session.add(row)
+            session.add(ChargerCsrRequest(charger_id=item.charger_id, listener=item.listener,
+                                          ocpp_version=item.version, csr_sha256=item.csr_sha256,
+                                          key_type=item.key_type, decision="accepted", serial=serial,
+                                          at=item.now))
+        session.flush()
+        views = [view(row) for row in rows]
+    return [Issued(v, v.cert_pem + item.ca.chain_pem()) for v, item in zip(views, items)]
+
+
 def store_issued(engine: sa.Engine, ca: authority.IssuingCa, leaf: x509.Certificate, charger_id: str,
                  key_type: str, now: dt.datetime, *, listener: str | None, version: str | None,
                  csr_sha256: str | None, source: str = "csr") -> Issued:
-    """Record a certificate just signed and the request it answers, in one transaction.
-
-    Older certificates of this charger still waiting for delivery are superseded first (the
-    charger sent a new CSR, so it will not install them); that write comes first so SQLite
-    takes its write lock at once.
-    """
-    serial = f"{leaf.serial_number:x}"
-    row = ChargerCertificate(
-        charger_id=charger_id, serial=serial, fingerprint=authority.fingerprint(leaf),
-        ca_fingerprint=ca.fingerprint, key_type=key_type, not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc, state=CERT_ISSUED, source=source,
-        delivery=DELIVERY_PENDING if source == "csr" else DELIVERY_NONE,
-        cert_pem=authority.cert_pem(leaf), issued_at=now,
-    )
-    table = ChargerCertificate.__table__  # type: ignore[attr-defined]
-    with session_scope(engine) as session:
-        session.execute(sa.update(table).where(table.c.charger_id == charger_id, table.c.state == CERT_ISSUED)
-                        .values(state=CERT_SUPERSEDED, delivery_detail="a newer CSR arrived before delivery"))
-        session.add(row)
-        session.add(ChargerCsrRequest(charger_id=charger_id, listener=listener, ocpp_version=version,
-                                      csr_sha256=csr_sha256, key_type=key_type, decision="accepted",
-                                      serial=serial, at=now))
-        session.flush()
-        issued = view(row)
-    return Issued(issued, issued.cert_pem + ca.chain_pem())
+    """One certificate: `store_issued_batch` of one."""
+    return store_issued_batch(engine, [ToStore(ca, leaf, charger_id, key_type, now, listener, version,
+                                               csr_sha256, source)])[0]
 
 
 def issue(engine: sa.Engine, ca: authority.IssuingCa, charger_id: str,
@@ -152,40 +186,76 @@ def activate(session: Session, row: ChargerCertificate) -> None:
     row.state = CERT_ACTIVE
 
 
-def record_delivery(engine: sa.Engine, serial: str, outcome: str, detail: str | None,
-                    settings: ChargerCaConfig, now: dt.datetime, *, move_after: bool = False) -> str:
-    """What the charger did with CertificateSigned: Accepted / Rejected, or it was not reached.
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one CertificateSigned (see `record_deliveries`)."""
+
+    serial: str
+    outcome: str  # Accepted | Rejected | anything else: not reached
+    detail: str | None = None
+    move_after: bool = False
+
+
+def record_deliveries(engine: sa.Engine, items: Sequence[Delivery], settings: ChargerCaConfig,
+                      now: dt.datetime) -> list[str]:
+    """What chargers did with CertificateSigned, in one transaction; their states after.
 
     Accepted: the certificate is active, renewal bookkeeping starts afresh (and the profile
     2 -> 3 move is queued when `move_after`). Rejected: recorded; a new CSR is asked for
     after the back-off. Not reached (offline, timeout, error): delivered again later.
-    Returns the certificate's state after.
     """
+    certs = ChargerCertificate
+    states = []
     with session_scope(engine) as session:
-        row = session.exec(select(ChargerCertificate).where(ChargerCertificate.serial == serial)).one()
-        renewal = _renewal(session, row.charger_id)
-        row.delivery_detail = detail
-        renewal.updated_at = now
-        if outcome == "Accepted":
-            row.delivery, row.next_delivery_at = DELIVERY_ACCEPTED, None
-            if row.state == CERT_ISSUED:
-                activate(session, row)
-            renewal.requested_at, renewal.attempts, renewal.next_attempt_at = None, 0, None
-            renewal.last_result = "certificate accepted"
-            renewal.move_pending = move_after
-        elif outcome == "Rejected":
-            row.delivery = DELIVERY_REJECTED
-            if row.state == CERT_ISSUED:
-                row.state = CERT_REJECTED
-            renewal.attempts += 1
-            renewal.next_attempt_at = now + timing.retry_delay(renewal.attempts, settings.retry_base,
-                                                               settings.retry_max)
-            renewal.last_result = f"CertificateSigned rejected: {detail or 'no reason given'}"
-        else:
-            row.delivery_attempts += 1
-            row.next_delivery_at = now + timing.retry_delay(row.delivery_attempts, settings.retry_base,
-                                                            settings.retry_max)
-        return row.state
+        # Three reads for the whole batch, then the changes in memory and one flush.
+        rows = {r.serial: r for part in chunks([i.serial for i in items])
+                for r in session.exec(select(certs).where(certs.serial.in_(part))).all()}  # type: ignore[attr-defined]
+        ids = sorted({row.charger_id for row in rows.values()})
+        renewals = {r.charger_id: r for part in chunks(ids) for r in session.exec(
+            select(ChargerCertRenewal).where(ChargerCertRenewal.charger_id.in_(part))).all()}  # type: ignore[attr-defined]
+        active: dict[str, list[ChargerCertificate]] = {}
+        for part in chunks(ids):
+            for r in session.exec(select(certs).where(certs.charger_id.in_(part),  # type: ignore[attr-defined]
+                                                      certs.state == CERT_ACTIVE)).all():
+                active.setdefault(r.charger_id, []).append(r)
+        for item in items:
+            row = rows[item.serial]
+            renewal = renewals.get(row.charger_id)
+            if renewal is None:
+                renewal = renewals[row.charger_id] = ChargerCertRenewal(charger_id=row.charger_id)
+                session.add(renewal)
+            row.delivery_detail = item.detail
+            renewal.updated_at = now
+            if item.outcome == "Accepted":
+                row.delivery, row.next_delivery_at = DELIVERY_ACCEPTED, None
+                if row.state == CERT_ISSUED:
+                    for other in active.get(row.charger_id, []):
+                        if other is not row:
+                            other.state = CERT_SUPERSEDED
+                    row.state, active[row.charger_id] = CERT_ACTIVE, [row]
+                renewal.requested_at, renewal.attempts, renewal.next_attempt_at = None, 0, None
+                renewal.last_result = "certificate accepted"
+                renewal.move_pending = item.move_after
+            elif item.outcome == "Rejected":
+                row.delivery = DELIVERY_REJECTED
+                if row.state == CERT_ISSUED:
+                    row.state = CERT_REJECTED
+                renewal.attempts += 1
+                renewal.next_attempt_at = now + timing.retry_delay(renewal.attempts, settings.retry_base,
+                                                                   settings.retry_max)
+                renewal.last_result = f"CertificateSigned rejected: {item.detail or 'no reason given'}"
+            else:
+                row.delivery_attempts += 1
+                row.next_delivery_at = now + timing.retry_delay(row.delivery_attempts, settings.retry_base,
+                                                                settings.retry_max)
+            states.append(row.state)
+    return states
+
+
+def record_delivery(engine: sa.Engine, serial: str, outcome: str, detail: str | None,
+                    settings: ChargerCaConfig, now: dt.datetime, *, move_after: bool = False) -> str:
+    """One delivery: `record_deliveries` of one."""
+    return record_deliveries(engine, [Delivery(serial, outcome, detail, move_after)], settings, now)[0]
 
 
 def record_trigger(engine: sa.Engine, charger_id: str, result: str, settings: ChargerCaConfig,

@@ -7,8 +7,9 @@ worker-thread trip reads the charger's standing and checks the CSR
 stays in this process's memory), record the certificate, then send CertificateSigned
 from that task -- never from the handler, which would hold the read loop.
 
-Store writes go through one loop-side lock: hundreds of chargers asking at once sign in
-parallel threads but record one after another (SQLite has one writer anyway).
+Store writes go through one loop-side lock, the certificates and delivery answers of many
+chargers in one transaction (`certd.ocpp.group_commit`): hundreds of chargers asking at
+once sign in parallel threads and are recorded in a few batches.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from certd.chargerca import authority, csr, records
 from certd.config.charger_ca import ChargerCaConfig
 from certd.ocpp import calls
+from certd.ocpp.group_commit import GroupCommit
 from certd.ocpp.logsafe import printable
 
 if TYPE_CHECKING:
@@ -92,6 +94,10 @@ class Enrollment:
         self.clock = clock
         self.listener_profile = listener_profile
         self.store_lock = asyncio.Lock()
+        self.store_issued: GroupCommit[records.ToStore, records.Issued] = GroupCommit(
+            lambda items: records.store_issued_batch(engine, items), self.store_lock)
+        self.record_delivery: GroupCommit[records.Delivery, str] = GroupCommit(
+            lambda items: records.record_deliveries(engine, items, settings, clock()), self.store_lock)
         self._accepted: dict[tuple[str, str], csr.Accepted] = {}  # (charger, csr text) -> checked CSR
         self.tasks: set[asyncio.Task[None]] = set()
         self.issued = 0  # certificates this process signed (bench, tests)
@@ -145,11 +151,9 @@ class Enrollment:
             leaf = await asyncio.to_thread(
                 authority.sign_leaf, ca, accepted.csr.public_key(), session.charger_id,  # type: ignore[arg-type]
                 self.settings.organization, self.settings.leaf_validity_days, now)
-            async with self.store_lock:
-                issued = await asyncio.to_thread(
-                    records.store_issued, self.engine, ca, leaf, session.charger_id, accepted.key_type,
-                    now, listener=session.listener, version=session.version,
-                    csr_sha256=accepted.csr_sha256)
+            issued = await self.store_issued(records.ToStore(
+                ca, leaf, session.charger_id, accepted.key_type, now, session.listener, session.version,
+                accepted.csr_sha256))
         except Exception as exc:  # noqa: BLE001 - the charger asks again; say why without secrets
             log.error("charger %s: signing its certificate failed: %s", session.charger_id,
                       type(exc).__name__ if not isinstance(exc, csr_errors()) else exc)
@@ -166,9 +170,7 @@ class Enrollment:
         sent = await send(session, calls.certificate_signed(session.version, chain_pem), self.call_timeout)
         move_after = (sent.outcome == "Accepted" and self.settings.move is not None
                       and self.listener_profile(session.listener) == 2)
-        async with self.store_lock:
-            await asyncio.to_thread(records.record_delivery, self.engine, serial, sent.outcome, sent.detail,
-                                    self.settings, self.clock(), move_after=move_after)
+        await self.record_delivery(records.Delivery(serial, sent.outcome, sent.detail, move_after))
         kind = {"Accepted": "certificate_accepted", "Rejected": "certificate_rejected"}.get(
             sent.outcome, "certificate_not_delivered")
         session.writer.audit(kind, session.charger_id, session.address,
