@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/charger_certs.py                     # 1,000 chargers, RSA-2048 charger CA
     .venv/bin/python bench/charger_certs.py --ca-key ec-p256    # an ECDSA charger CA
-    .venv/bin/python bench/charger_certs.py --compare-auth      # + ocpp_load.py --auth none/password/mtls
+    .venv/bin/python bench/charger_certs.py --compare-auth      # ocpp_load.py --auth none/password/mtls
 
 What runs
 - a server process: certd's OcppService (bench/ocpp_load.py's server child: the code `certd
@@ -21,7 +21,7 @@ certificates per second, server CPU per certificate (everything: CSR checks, sig
 store writes, CertificateSigned and its answer, audit events), of which the CA signature
 alone (measured in-process), and the CSR -> CertificateSigned latency p50/p99.
 
-`--compare-auth` then runs bench/ocpp_load.py three times in a row (same machine state):
+`--compare-auth` instead runs bench/ocpp_load.py three times in a row (same machine state):
 no auth, profile 2 (Basic auth, argon2id) and profile 3 (`--auth mtls`: a client
 certificate per charger), and prints server CPU per new connection and handshake p99 side
 by side. Loopback only, every phase bounded in time.
@@ -356,15 +356,16 @@ def main() -> int:
     parser.add_argument("--ca-key", choices=("rsa2048", "ec-p256"), default="rsa2048")
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"])
     parser.add_argument("--compare-auth", action="store_true",
-                        help="also run ocpp_load.py with --auth none, password and mtls")
-    parser.add_argument("--compare-chargers", type=int, default=1000)
-    parser.add_argument("--compare-rate", type=float, default=200.0)
+                        help="instead: ocpp_load.py with --auth none, password and mtls, back to back")
+    parser.add_argument("--compare-chargers", type=int, default=500)
+    parser.add_argument("--compare-rate", type=float, default=100.0)
     args = parser.parse_args()
     if not 1 <= args.chargers <= 5000 or not 1 <= args.compare_chargers <= 5000:
         parser.error("bounded runs only: 1-5000 chargers")
-    run_signing(args)
     if args.compare_auth:
         run_comparison(args)
+    else:
+        run_signing(args)
     return 0
 
 

@@ -124,7 +124,7 @@ key_type = "ec-p256"
 [ocpp]
 trust_roots = ["{workdir / 'root.pem'}"]
 reload_check_interval = 0
-unknown_chargers = "{'reject' if auth_mode == 'password' else 'accept'}"
+unknown_chargers = "{'accept' if auth_mode == 'none' else 'reject'}"
 node_name = "bench"
 
 [[ocpp.listeners]]
@@ -136,6 +136,12 @@ certificates = {json.dumps(certificates)}
 tls_profile = "{profile}"
 paths = ["/ocpp/{{id}}"]
 ''')
+    if auth_mode == "mtls":  # security profile 3: a client certificate per charger, no password
+        from charger_certs import charger_ca_toml, issue_client_certificates
+
+        with config.open("a") as handle:
+            handle.write("security_profile = 3\n" + charger_ca_toml(workdir))
+        issue_client_certificates(config, ids, workdir)
     return config, ca, url
 
 
@@ -270,10 +276,18 @@ async def _client(spec: dict) -> dict:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         token = base64.b64encode(f"{cid}:{password_for(cid)}".encode()).decode()
         headers = {"Authorization": f"Basic {token}"} if spec["send_password"] else {}
+        charger_ctx = ctx
+        if spec.get("client_certs"):  # --auth mtls: this charger's own certificate (client-side cost)
+            charger_ctx = ssl.create_default_context(cadata=spec["ca_pem"])
+            if spec["client_ciphers"]:
+                charger_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+                charger_ctx.set_ciphers(spec["client_ciphers"])
+            stem = Path(spec["client_certs"]) / cid.replace("*", "_")
+            charger_ctx.load_cert_chain(f"{stem}.pem", f"{stem}.key")
         began = time.perf_counter()
         try:
             ws = await connect(
-                f"wss://127.0.0.1:{spec['port']}/ocpp/{cid}", ssl=ctx, server_hostname=HOST,
+                f"wss://127.0.0.1:{spec['port']}/ocpp/{cid}", ssl=charger_ctx, server_hostname=HOST,
                 subprotocols=["ocpp1.6"], additional_headers=headers,
                 compression=None, open_timeout=90, ping_interval=None, close_timeout=2,
                 max_queue=4,
@@ -405,6 +419,7 @@ def run(args: argparse.Namespace) -> None:
             spec = {
                 "port": server.port, "ca_pem": ca.root_pem, "client_ciphers": client_ciphers,
                 "send_password": args.auth == "password",
+                "client_certs": str(workdir / "client-certs") if args.auth == "mtls" else None,
                 "ramp": ramp[k::args.clients], "fresh": fresh[k::args.clients],
                 "heartbeat": args.heartbeat, "steady_start": steady_start,
                 "steady_end": steady_end, "reload_at": reload_at, "end_at": end_at,
@@ -533,8 +548,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the ramp before measuring")
     parser.add_argument("--fresh-rate", type=float, default=50.0, help="new connections/s around the reload")
     parser.add_argument("--profile", choices=["gsm", "modern"], default="gsm")
-    parser.add_argument("--auth", choices=["password", "none"], default="password",
-                        help="none: unknown_chargers=accept, no password check (isolates TLS cost)")
+    parser.add_argument("--auth", choices=["password", "none", "mtls"], default="password",
+                        help="none: unknown_chargers=accept, no password check (isolates TLS cost); "
+                             "mtls: security profile 3, a client certificate per charger (bench/charger_certs.py)")
     parser.add_argument("--db-url", help="store URL (default: SQLite in a temp dir)")
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
                         help="server event loop (default: CERTD_EVENT_LOOP, else uvloop if installed)")

@@ -71,11 +71,16 @@ def ca_rows(engine: sa.Engine) -> list[CaRow]:
         return [_view(row) for row in rows]
 
 
+_CA = ChargerCaCert.__table__  # type: ignore[attr-defined]
+_ACTIVE_ISSUING = (sa.select(*[_CA.c[name] for name in CaRow.__dataclass_fields__])
+                   .where(_CA.c.role == ROLE_ISSUING, _CA.c.state == CA_ACTIVE).order_by(_CA.c.id.desc()).limit(1))
+
+
 def active_issuing(engine: sa.Engine) -> CaRow | None:
-    for row in reversed(ca_rows(engine)):
-        if row.role == ROLE_ISSUING and row.state == CA_ACTIVE:
-            return row
-    return None
+    """The CA that signs now (a Core read: the OCPP service asks at every look)."""
+    with engine.connect() as conn:
+        row = conn.execute(_ACTIVE_ISSUING).first()
+    return CaRow(*row) if row else None
 
 
 def trusted_certificates(engine: sa.Engine, now: dt.datetime) -> list[x509.Certificate]:

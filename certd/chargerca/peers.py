@@ -52,19 +52,27 @@ class PeerRecord:
     first_use_unrecorded: bool = False  # certd's certificate, never seen on a connection before
 
 
+_CERTS = ChargerCertificate.__table__  # type: ignore[attr-defined]
+_CHARGERS = Charger.__table__  # type: ignore[attr-defined]
+# Built once, Core not the ORM: they run for every profile-3 connection.
+_CERT_BY_FINGERPRINT = sa.select(_CERTS.c.charger_id, _CERTS.c.state, _CERTS.c.not_after,
+                                 _CERTS.c.first_used_at).where(_CERTS.c.fingerprint == sa.bindparam("fp"))
+_CHARGER = sa.select(_CHARGERS.c.enabled, _CHARGERS.c.registration, _CHARGERS.c.password_hash,
+                     _CHARGERS.c.heartbeat_class).where(_CHARGERS.c.charger_id == sa.bindparam("cid"))
+
+
 def lookup(engine: sa.Engine, charger_id: str, fingerprint: str) -> PeerRecord:
     """The certificate row (by fingerprint) and the charger row: one trip per connection."""
-    with session_scope(engine) as session:
-        row = session.exec(select(ChargerCertificate).where(
-            ChargerCertificate.fingerprint == fingerprint)).first()
-        stored = StoredCertificate(row.charger_id, row.state, row.not_after) if row else None
-        unrecorded = row is not None and row.first_used_at is None
-        charger = session.get(Charger, charger_id)
-        if charger is None:
-            return PeerRecord(stored, None, first_use_unrecorded=unrecorded)
-        standing = Standing(charger.enabled, charger.registration == REGISTRATION_ACCEPTED)
-        return PeerRecord(stored, standing, charger.password_hash, charger.registration,
-                          charger.heartbeat_class, unrecorded)
+    with engine.connect() as conn:
+        cert = conn.execute(_CERT_BY_FINGERPRINT, {"fp": fingerprint}).first()
+        charger = conn.execute(_CHARGER, {"cid": charger_id}).first()
+    stored = StoredCertificate(cert[0], cert[1], cert[2]) if cert else None
+    unrecorded = cert is not None and cert[3] is None
+    if charger is None:
+        return PeerRecord(stored, None, first_use_unrecorded=unrecorded)
+    enabled, registration, password_hash, heartbeat_class = charger
+    return PeerRecord(stored, Standing(bool(enabled), registration == REGISTRATION_ACCEPTED), password_hash,
+                      registration, heartbeat_class, unrecorded)
 
 
 def note_use(engine: sa.Engine, charger_id: str, fingerprint: str | None, now: dt.datetime, *,

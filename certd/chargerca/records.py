@@ -340,28 +340,34 @@ class RenewalView:
     move_pending: bool
 
 
+_RENEWALS = ChargerCertRenewal.__table__  # type: ignore[attr-defined]
+_CERTS = ChargerCertificate.__table__  # type: ignore[attr-defined]
+# CertView's fields in order; certificates_of leaves the PEM out (the plan and the sweep never read it).
+_VIEW_COLUMNS = [_CERTS.c[name] for name in CertView.__dataclass_fields__ if name != "cert_pem"]
+
+
 def renewals(engine: sa.Engine, charger_ids: Sequence[str] | None = None) -> dict[str, RenewalView]:
-    with session_scope(engine) as session:
-        query = select(ChargerCertRenewal)
-        found: list[ChargerCertRenewal] = []
-        if charger_ids is None:
-            found = list(session.exec(query).all())
-        else:
-            for part in chunks(list(charger_ids)):
-                found += session.exec(query.where(ChargerCertRenewal.charger_id.in_(part))).all()  # type: ignore[attr-defined]
-        return {r.charger_id: RenewalView(r.charger_id, r.requested_at, r.attempts, r.next_attempt_at,
-                                          r.last_result, r.alerted_serial, r.move_pending) for r in found}
+    """Renewal state per charger (all, or these): Core reads, it runs at every look."""
+    columns = [_RENEWALS.c[name] for name in RenewalView.__dataclass_fields__]
+    found: dict[str, RenewalView] = {}
+    with engine.connect() as conn:
+        parts = [None] if charger_ids is None else list(chunks(list(charger_ids)))
+        for part in parts:
+            query = sa.select(*columns)
+            if part is not None:
+                query = query.where(_RENEWALS.c.charger_id.in_(part))
+            found.update({row[0]: RenewalView(*row) for row in conn.execute(query)})
+    return found
 
 
 def certificates_of(engine: sa.Engine, charger_ids: Sequence[str]) -> dict[str, list[CertView]]:
-    """Every certificate of these chargers, oldest first (chunked IN queries)."""
+    """Every certificate of these chargers, oldest first, without their PEM (chunked IN reads)."""
     found: dict[str, list[CertView]] = {}
-    with session_scope(engine) as session:
+    with engine.connect() as conn:
         for part in chunks(list(charger_ids)):
-            rows = session.exec(select(ChargerCertificate).where(
-                ChargerCertificate.charger_id.in_(part)).order_by(ChargerCertificate.id)).all()  # type: ignore[attr-defined]
-            for row in rows:
-                found.setdefault(row.charger_id, []).append(view(row))
+            query = sa.select(*_VIEW_COLUMNS).where(_CERTS.c.charger_id.in_(part)).order_by(_CERTS.c.id)
+            for row in conn.execute(query):
+                found.setdefault(row[0], []).append(CertView(*row, cert_pem=""))
     return found
 
 
