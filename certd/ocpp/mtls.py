@@ -75,6 +75,26 @@ def require_client_certificates(context: ssl.SSLContext, trust: ClientTrust | No
         context.load_verify_locations(cadata=trust.pem)
 
 
+def verify_clients(context: ssl.SSLContext, engine: sa.Engine, ocpp: OcppConfig, listener: ListenerConfig,
+                   now: dt.datetime) -> ClientTrust:
+    """Worker thread: a serving context of a profile-3 listener verifies client certificates
+    against the trust of this moment; TlsMaterialError when there is none or OpenSSL refuses it."""
+    trust = load_client_trust(engine, ocpp, listener, now)
+    try:
+        require_client_certificates(context, trust)
+    except ssl.SSLError as exc:
+        raise TlsMaterialError(f"client CA certificates refused by OpenSSL ({exc.reason})") from None
+    return trust
+
+
+def trust_key(engine: sa.Engine, ocpp: OcppConfig, listener: ListenerConfig, now: dt.datetime) -> str | None:
+    """What identifies the listener's client trust now (part of its material key)."""
+    try:
+        return load_client_trust(engine, ocpp, listener, now).key
+    except TlsMaterialError:  # the reload that follows reports why
+        return None
+
+
 def peer_der(connection: Any) -> bytes | None:
     """The client certificate's DER (the handshake verified it), or None."""
     transport = getattr(connection, "transport", None)

@@ -27,7 +27,6 @@ import gc
 import logging
 import os
 import socket
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -312,14 +311,8 @@ class OcppService:
         for files in listener.cert_files:
             parts.append(_file_key([files.fullchain, files.privkey]))
         if listener.profile == 3:
-            try:
-                parts.append(("clientca", self._client_trust(listener).key))
-            except TlsMaterialError:  # _prepare says why
-                parts.append(("clientca", None))
+            parts.append(("clientca", mtls.trust_key(self.engine, self.ocpp, listener, self.clock())))
         return tuple(parts)
-
-    def _client_trust(self, listener: ListenerConfig) -> mtls.ClientTrust:
-        return mtls.load_client_trust(self.engine, self.ocpp, listener, self.clock())
 
     def _read_material(self, listener: ListenerConfig) -> tuple[MaterialKey, list[KeyPairPem]]:
         """The key and the PEM pairs, read in one go (worker thread)."""
@@ -359,11 +352,7 @@ class OcppService:
         prepared = prepare(pairs, listener.host, listener.tls_profile, self.clock(), self._anchors)
         trust = None
         if listener.profile == 3:
-            trust = self._client_trust(listener)
-            try:
-                mtls.require_client_certificates(prepared.context, trust)
-            except ssl.SSLError as exc:
-                raise TlsMaterialError(f"client CA certificates refused by OpenSSL ({exc.reason})") from None
+            trust = mtls.verify_clients(prepared.context, self.engine, self.ocpp, listener, self.clock())
             key = (*key, ("clientca", trust.key))
         return key, prepared, trust
 
