@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from certd.chargerca import authority, csr, records
 from certd.config.charger_ca import ChargerCaConfig
+from certd.errors import CertdError
 from certd.ocpp import calls
 from certd.ocpp.group_commit import GroupCommit
 from certd.ocpp.logsafe import printable
@@ -98,7 +99,7 @@ class Enrollment:
             lambda items: records.store_issued_batch(engine, items), self.store_lock)
         self.record_delivery: GroupCommit[records.Delivery, str] = GroupCommit(
             lambda items: records.record_deliveries(engine, items, settings, clock()), self.store_lock)
-        self._accepted: dict[tuple[str, str], csr.Accepted] = {}  # (charger, csr text) -> checked CSR
+        self._accepted: dict[str, tuple[str, csr.Accepted]] = {}  # charger -> (its last CSR, checked)
         self.tasks: set[asyncio.Task[None]] = set()
         self.issued = 0  # certificates this process signed (bench, tests)
 
@@ -110,7 +111,7 @@ class Enrollment:
         decision = await asyncio.to_thread(self._check, session.charger_id, pem, certificate_type)
         if isinstance(decision, csr.Refused):
             return self._refused(session, decision, None)
-        self._accepted[(session.charger_id, pem)] = decision
+        self._accepted[session.charger_id] = (pem, decision)
         session.writer.audit("csr_accepted", session.charger_id, session.address,
                              f"{decision.key_type} CSR sha256 {decision.csr_sha256[:16]}")
         return CsrAnswer(True)
@@ -133,7 +134,8 @@ class Enrollment:
 
     def after_csr(self, session: "ChargerSession", pem: str) -> None:
         """The Accepted answer is out: sign and deliver from a task of its own."""
-        accepted = self._accepted.pop((session.charger_id, pem), None)
+        pending = self._accepted.pop(session.charger_id, None)
+        accepted = pending[1] if pending is not None and pending[0] == pem else None
         if accepted is not None:
             self._keep(asyncio.get_running_loop().create_task(
                 self._sign_and_deliver(session, accepted), name=f"certd-sign {session.charger_id}"))
@@ -156,7 +158,7 @@ class Enrollment:
                 accepted.csr_sha256))
         except Exception as exc:  # noqa: BLE001 - the charger asks again; say why without secrets
             log.error("charger %s: signing its certificate failed: %s", session.charger_id,
-                      type(exc).__name__ if not isinstance(exc, csr_errors()) else exc)
+                      exc if isinstance(exc, CertdError) else type(exc).__name__)  # certd's words only
             return
         self.issued += 1
         session.writer.audit("certificate_issued", session.charger_id, session.address,
@@ -231,9 +233,3 @@ class Enrollment:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
                 pass
 
-
-def csr_errors() -> tuple[type[Exception], ...]:
-    """Errors whose text certd wrote itself (safe to log: no key material)."""
-    from certd.errors import CertdError
-
-    return (CertdError,)

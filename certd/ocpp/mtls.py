@@ -200,14 +200,14 @@ class RevocationWatch:
         connected = {cid: (s.client_cert.fingerprint if s.client_cert.issued_by_certd else None)
                      for cid, s in certified.items()}
         refusals = await asyncio.to_thread(peers.refusals, self.engine, connected)
-        closed = 0
+        closing = []
         for charger_id, reason in refusals.items():
             session = self.sessions().get(charger_id)
             if session is None or session is not certified.get(charger_id) or session.charge_point is None:
                 continue
             log.warning("charger %s: closing its connection: %s", charger_id, reason)
             self.audit("certificate_connection_closed", charger_id, session.address, reason)
-            await session.charge_point._connection.close(CLOSE_POLICY, reason[:120])  # noqa: SLF001
-            closed += 1
-        self.closed += closed
-        return closed
+            closing.append(session.charge_point._connection.close(CLOSE_POLICY, reason[:120]))  # noqa: SLF001
+        await asyncio.gather(*closing, return_exceptions=True)  # all at once: each waits for its peer
+        self.closed += len(closing)
+        return len(closing)

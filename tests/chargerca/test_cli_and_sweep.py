@@ -243,3 +243,14 @@ def test_migration_creates_the_tables_and_matches_the_models(tmp_path: Path) -> 
         assert not names & set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_examples_document_every_charger_ca_key() -> None:
+    from certd.config.charger_ca import ChargerCaConfig, ProfileMoveConfig
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "certd.toml").read_text()
+    keys = [*ChargerCaConfig.model_fields, *ProfileMoveConfig.model_fields, "security_profile", "client_ca_files"]
+    assert [key for key in keys if f"{key} = " not in text and key != "move"] == []
+    assert "[ocpp.charger_ca.move]" in text
+    fleet = parse_config((Path(__file__).resolve().parents[2] / "examples" / "gsm-fleet.toml").read_text())
+    assert [listener.profile for listener in fleet.ocpp.listeners] == [2, 3]
