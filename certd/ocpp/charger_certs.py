@@ -65,6 +65,7 @@ class ChargerCertService:
                                      clock=clock, listener_profile=service.listener_profile)
         self._wake = asyncio.Event()
         self._soon: set[str] = set()
+        self._all_wanted = False
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +105,8 @@ class ChargerCertService:
         """Look (at one charger, or all) soon."""
         if charger_id is not None:
             self._soon.add(charger_id)
+        else:
+            self._all_wanted = True
         self._wake.set()
 
     def _on_charger_event(self, session: "ChargerSession", event: str) -> None:
@@ -111,16 +114,23 @@ class ChargerCertService:
             self.kick(session.charger_id)
 
     async def _run(self) -> None:
+        """A look at every connected charger each check_interval (however many boots come in
+        between), and at a booted charger's own at once."""
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.check_interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
             except TimeoutError:
                 pass
             self._wake.clear()
             only, self._soon = self._soon, set()
+            full = self._all_wanted or loop.time() >= next_full
+            if full:
+                self._all_wanted, next_full = False, loop.time() + self.settings.check_interval
             try:
                 await self.check_ca()
-                await self.check(None if not only else only)
+                await self.check(None if full else only)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one failed look must not end the service
