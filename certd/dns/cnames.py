@@ -5,11 +5,17 @@ The CA's validator follows `_acme-challenge.<name>` wherever its CNAME points, s
 asks the same servers the propagation check asks: `[dns] nameservers` when set, else
 each name's own zone's NS (found through the system resolver). Only authoritative
 (AA) answers count; a name no server answers for ends the chain as "failed".
+
+A CNAME at the challenge name that a wildcard synthesizes (`*.example.com CNAME
+example.com` covers `_acme-challenge.example.com`) is no delegation: a TXT written at
+the challenge name itself overrides the wildcard, as certd always did. It is told
+apart by asking for a sibling name that cannot exist: the wildcard answers that too.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 import dns.exception
 import dns.flags
@@ -91,6 +97,9 @@ def observe_chain(start: str, override: list[str], *, timeout: float = 3.0,
             return CnameChain(start, tuple(targets), "failed", error=str(exc))
         if target is None:
             return CnameChain(start, tuple(targets), "end", apex=apex)
+        if not targets and _wildcard_answer(start, target, override, timeout):
+            log.debug("%s: CNAME %s comes from a wildcard; not a delegation", start, target)
+            return CnameChain(start, (), "end")
         looped = target == start or target in targets
         targets.append(target)
         if looped:
@@ -98,6 +107,15 @@ def observe_chain(start: str, override: list[str], *, timeout: float = 3.0,
         if len(targets) >= max_hops:
             return CnameChain(start, tuple(targets), "too_long")
         name = target
+
+
+def _wildcard_answer(name: str, target: str, override: list[str], timeout: float) -> bool:
+    """Whether a made-up sibling of `name` gets the same CNAME (then a wildcard made both)."""
+    sibling = f"_certd-probe-{secrets.token_hex(4)}.{name.partition('.')[2]}"
+    try:
+        return cname_step(sibling, override, timeout)[0] == target
+    except LookupFailed:
+        return False
 
 
 def zone_apex(name: str, override: list[str], timeout: float = 3.0) -> str | None:

@@ -69,3 +69,15 @@ def test_zone_apex_comes_from_the_soa(cf_world: SandboxWorld) -> None:
     assert zone_apex("nas.lab.example.com", [cf_world.dns_addr]) == "lab.example.com"
     assert zone_apex("nas.example.com", [cf_world.dns_addr]) == "example.com"
     assert zone_apex("nas.nowhere.test", [cf_world.dns_addr]) is None
+
+
+def test_a_wildcard_cname_is_no_delegation(cf_world: SandboxWorld) -> None:
+    """`*.example.com CNAME example.com` answers for `_acme-challenge.example.com` too; a TXT written
+    at the challenge name overrides it, so certd writes there (as it did before following CNAMEs)."""
+    cf_world.emulator.add_record("example.com", "CNAME", "*.example.com", "example.com")
+    assert ask(cf_world, "_acme-challenge.example.com", "CNAME").answer  # the wildcard answers
+    chain = observe_chain("_acme-challenge.example.com", [cf_world.dns_addr])
+    assert (chain.outcome, chain.targets) == ("end", ())
+    # A real CNAME under the same wildcard is still followed.
+    cf_world.emulator.add_record("example.com", "CNAME", "_acme-challenge.www.example.com", TARGET)
+    assert observe_chain("_acme-challenge.www.example.com", [cf_world.dns_addr]).targets == (TARGET,)
