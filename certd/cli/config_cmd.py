@@ -27,7 +27,9 @@ def _check(args: argparse.Namespace) -> int:
     from certd.trust.track import covered_names
 
     config = context.load(args)
-    open_dns(config)  # a registered [dns] provider whose secrets are readable (cloudflare: its tokens)
+    dns = open_dns(config)  # a registered [dns] provider whose secrets are readable (cloudflare: its tokens)
+    if config.dns.provider == "cloudflare" and config.cloudflare.discovering_accounts() > 1:
+        dns.accounts()  # ConfigError naming both tokens when two of them list one zone
     if config.acme.eab:
         read_secret(env=config.acme.eab.hmac_key_env, file=config.acme.eab.hmac_key_file,
                     what="ACME EAB HMAC key")

@@ -128,6 +128,13 @@ class CloudflareConfig(Section):
         (today's single-token form, CLOUDFLARE_API_TOKEN by default), else only when set."""
         return not self.accounts or bool(self.api_token_env or self.api_token_file)
 
+    def discovering_accounts(self) -> int:
+        """How many accounts serve "every zone the token can list": a zone two of them both list
+        is a conflict that only Cloudflare's answers reveal."""
+        if not self.accounts:
+            return 0
+        return sum(a.zones is None for a in self.accounts) + int(self.has_default_token)
+
     def secret_env_names(self) -> tuple[str, ...]:
         """Env vars holding tokens: removed from hook environments."""
         names = {self.token_env, self.zone_token_env} | {a.api_token_env for a in self.accounts}

@@ -22,7 +22,7 @@ The rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -126,7 +126,7 @@ def record_name(domain: str, settings: ChallengeConfig, chain: CnameChain) -> tu
     return intended, tuple(notes)
 
 
-def _holders(accounts: Sequence[AccountZones], match) -> list[tuple[AccountZones, Zone]]:  # type: ignore[no-untyped-def]
+def _holders(accounts: Sequence[AccountZones], match: Callable[[Zone], bool]) -> list[tuple[AccountZones, Zone]]:
     return [(view, zone) for view in accounts for zone in view.zones if match(zone)]
 
 

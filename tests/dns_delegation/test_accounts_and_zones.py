@@ -177,6 +177,8 @@ api_token_env = "DELEG_A"
 [[cloudflare.accounts]]
 api_token_env = "DELEG_B"
 """)
+    checked = deleg.cli("check-config")
+    assert checked.returncode == 2 and "zone example.net is claimed by two Cloudflare tokens" in checked.stderr
     result = deleg.cli("issue", "web")
     assert result.returncode == 2
     assert "zone example.net is claimed by two Cloudflare tokens" in result.stderr
