@@ -82,7 +82,7 @@ def _hash_chunk(ids: list[str]) -> list[tuple[str, str]]:
 
 def prepare_world(workdir: Path, total: int, auth_mode: str, profile: str, db_url: str | None):
     """CA, certificates in the store, registered chargers, config file. Returns (config, ca, url)."""
-    from tests.ocpp.pki import MiniCA, store_current  # the test CA: cryptography only
+    from tests.pki import MiniCA, store_current  # the test CA: cryptography only
 
     from certd.store.db import make_engine, session_scope, upgrade
     from certd.store.chargers import Charger
@@ -376,7 +376,7 @@ def sleep_until(at: float) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tests.ocpp.pki import store_current
+    from tests.pki import store_current
 
     from certd.store.db import make_engine
 

@@ -55,7 +55,7 @@ def prepare(workdir: Path, total: int, concurrency: int) -> dict[str, object]:
     from certd.store.db import make_engine, session_scope, upgrade
     from certd.trust.track import on_issued
     from tests.rollover.test_engine import store_issued
-    from tests.trust import pki
+    from tests import pki
 
     root_a, root_b = pki.root("Bench Root A"), pki.root("Bench Root B")
     inter_a, inter_b = pki.intermediate("Bench Inter A", root_a), pki.intermediate("Bench Inter B", root_b)

@@ -23,7 +23,7 @@ from certd.runtime import eventloop
 from certd.config import Config
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, upgrade
-from tests.ocpp.pki import MiniCA
+from tests.pki import MiniCA
 
 HOST = "ocpp.example.test"
 

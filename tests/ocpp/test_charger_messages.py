@@ -12,7 +12,7 @@ from ocpp.v16 import call as c16
 from certd.ocpp import auth, charger_registry
 from certd.rollover.provision import Provisioner
 from tests.ocpp.conftest import HOST, basic, boot16, boot201, charge_point, make_config, open_ws, run, running
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 PW = "correct-horse-battery-staple"
 

@@ -16,7 +16,7 @@ from certd.cli import main
 from certd.ocpp import auth, charger_registry
 from certd.store.db import make_engine
 from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, run
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from certd.ocpp import auth, charger_registry
 from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 PASSWORD = "correct-horse-battery-staple"
 LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(

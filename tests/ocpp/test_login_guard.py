@@ -14,7 +14,7 @@ from certd.ocpp.server import DUMMY_HASH_CHECKED
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import session_scope
 from tests.ocpp.conftest import HOST, basic, client_context, make_config, open_ws, run, running
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 PASSWORD = "correct-horse-battery-staple"
 

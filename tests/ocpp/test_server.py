@@ -15,7 +15,7 @@ from certd.store.db import session_scope
 from tests.ocpp.conftest import (
     HOST, basic, boot16, boot201, charge_point, make_config, open_ws, run, running,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -18,7 +18,7 @@ from certd.store.types import utcnow
 from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 PASSWORD = "correct-horse-battery-staple"
 AUTH = basic("CP1", PASSWORD)

@@ -24,7 +24,7 @@ from certd.rollover.gate_store import gate_specs, listener_status
 from certd.trust.track import on_issued
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
-from tests.trust import pki
+from tests import pki
 
 HOST = "ocpp.example.test"
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from certd.config import Config, parse_config
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuedCertificate, ManagedCertificate
-from tests.trust import pki
+from tests import pki
 
 
 def toml_str(value: object) -> str:

@@ -16,7 +16,7 @@ from certd.doctor import dns_checks, tls_checks
 from certd.dns.cloudflare import CloudflareDNS
 from certd.errors import CertdError
 from certd.trust.track import on_issued
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml, toml_str
 from tests.trust.tls_server import TlsServer
 
