@@ -11,6 +11,7 @@ import time
 
 import certd.renewal.check as maintain
 from certd.runtime.daemon import Daemon
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from tests.daemon.conftest import cert_toml, run, running_daemon
 
 
@@ -72,11 +73,10 @@ def test_a_listener_that_cannot_bind_does_not_leave_the_others_open(make_setup) 
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", second))
     blocker.listen()
-    listeners = "".join(
-        f'\n[[ocpp.listeners]]\nname = "{name}"\nhost = "local.example.com"\nbind = ["127.0.0.1"]\n'
-        f"port = {port}\ninsecure = true\n" for name, port in (("a", first), ("b", second)))
+    listeners = [ocpp_listener(name, "local.example.com", port=port, insecure=True)
+                 for name, port in (("a", first), ("b", second))]
     setup = make_setup(cert_toml("web", ["local.example.com"]), validity=3600,
-                       extra="[ocpp]\nreload_check_interval = 0\n" + listeners)
+                       extra=ocpp_toml(listeners, reload_check_interval=0))
 
     async def scenario() -> None:
         async with running_daemon(setup) as daemon:

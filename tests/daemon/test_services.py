@@ -11,11 +11,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certd.sandbox.certd_config import toml_str
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml, toml_str
 
 from tests.daemon.conftest import MovableClock, cert_toml, run, running_daemon
 
-OCPP_AND_HOSTS = """
+HOSTS = """
 [dns_records]
 interval = 300
 
@@ -23,17 +23,14 @@ interval = 300
 name = "nas.example.com"
 address = "192.168.1.50"
 
-[ocpp]
-reload_check_interval = 0     # no periodic look: only the daemon's reload after a renewal swaps
-trust_roots = [{roots}]       # Pebble's root of this run (a private CA for the material check)
-
-[[ocpp.listeners]]
-name = "wallbox"
-host = "local.example.com"
-bind = ["127.0.0.1"]
-port = 0
-certificates = ["web"]
 """
+
+
+def ocpp_and_hosts(roots: Path) -> str:
+    return HOSTS + ocpp_toml(
+        [ocpp_listener("wallbox", "local.example.com", certificates=["web"])],
+        reload_check_interval=0,  # no periodic look: only the daemon's reload after a renewal swaps
+        trust_roots=[roots])  # Pebble's root of this run (a private CA for the material check)
 
 
 def _served_serial(port: int) -> int:
@@ -53,7 +50,7 @@ def test_ocpp_listener_serves_each_renewal_and_dns_records_are_synced(make_setup
     roots = tmp_path / "pebble-roots.pem"
     roots.write_text("".join(pebble.roots()))
     setup = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble,
-                       extra=OCPP_AND_HOSTS.format(roots=toml_str(roots)))
+                       extra=ocpp_and_hosts(roots))
     clock = MovableClock()
 
     async def scenario() -> None:

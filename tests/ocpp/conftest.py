@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from certd.runtime import eventloop
 from certd.config import Config
 from certd.ocpp.service import OcppService
+from certd.sandbox.certd_config import ocpp_listener
 from certd.store.db import make_engine, upgrade
 from tests.pki import MiniCA
 
@@ -52,9 +53,7 @@ def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
 def make_config(ca_file: Path, *, listeners: list[dict[str, Any]] | None = None,
                 certificates: list[dict[str, Any]] | None = None, **ocpp: Any) -> Config:
     """A Config with an [ocpp] section; certificates named in listeners are declared for you."""
-    listeners = listeners if listeners is not None else [
-        {"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0, "certificates": ["rsa"]}
-    ]
+    listeners = listeners if listeners is not None else [ocpp_listener("main", HOST, certificates=["rsa"])]
     names = sorted({n for lst in listeners for n in lst.get("certificates", [])})
     certificates = certificates or [
         {"name": n, "domains": [HOST], "key_type": "ec-p256" if n.startswith("ec") else "rsa2048"}

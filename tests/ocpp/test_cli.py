@@ -14,6 +14,7 @@ import pytest
 
 from certd.cli import main
 from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.store.db import make_engine
 from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, run
 from tests.pki import store_current
@@ -29,18 +30,8 @@ state_dir = "{tmp_path / 'state'}"
 name = "ocpp-rsa"
 domains = ["{HOST}"]
 
-[ocpp]
-trust_roots = ["{ca_file}"]
-reload_check_interval = 0
-heartbeat_classes = {{ wallbox = 120 }}
-
-[[ocpp.listeners]]
-name = "main"
-host = "{HOST}"
-bind = "127.0.0.1"
-port = 0
-certificates = ["ocpp-rsa"]
-''')
+{ocpp_toml([ocpp_listener("main", HOST, certificates=["ocpp-rsa"])], trust_roots=[ca_file],
+           reload_check_interval=0, heartbeat_classes={"wallbox": 120})}''')
     return path
 
 

@@ -18,6 +18,7 @@ from ocpp.v16 import call
 from certd.runtime import eventloop
 from certd.errors import CertdError
 from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener
 from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
@@ -66,8 +67,7 @@ def test_live_swap_on_each_loop(ca, ca_file, store, monkeypatch, loop_name) -> N
     monkeypatch.setenv(eventloop.ENV_VAR, loop_name)
     old_leaf = ca.issue([HOST], "rsa")
     store_current(store, "rsa", old_leaf)
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "certificates": ["rsa"], "tls_profile": "gsm"}]
+    listeners = [ocpp_listener("main", HOST, certificates=["rsa"], tls_profile="gsm")]
 
     async def main() -> None:
         assert type(asyncio.get_running_loop()).__module__.split(".")[0] == loop_name

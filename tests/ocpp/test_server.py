@@ -10,6 +10,7 @@ from sqlmodel import select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import session_scope
 from tests.ocpp.conftest import (
@@ -257,7 +258,7 @@ def test_insecure_listener_is_profile_1_with_a_warning(ca_file, world, caplog) -
 
     from websockets.asyncio.client import connect
 
-    listeners = [{"name": "lan", "host": HOST, "bind": ["127.0.0.1"], "port": 0, "insecure": True}]
+    listeners = [ocpp_listener("lan", HOST, insecure=True)]
 
     async def main() -> None:
         with caplog.at_level(logging.WARNING, logger="certd.ocpp"):

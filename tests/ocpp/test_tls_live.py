@@ -14,6 +14,7 @@ from ocpp.v16 import call
 
 from certd.errors import CertdError
 from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener
 from certd.store.types import utcnow
 from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
@@ -54,8 +55,7 @@ async def until(predicate, what: str, limit: float = 10.0) -> None:  # type: ign
 
 def test_gsm_profile_accepts_exactly_the_listed_ciphers(ca, ca_file, store) -> None:  # type: ignore[no-untyped-def]
     store_current(store, "rsa", ca.issue([HOST], "rsa"))
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "certificates": ["rsa"], "tls_profile": "gsm", "paths": ["/ocpp/{id}"]}]
+    listeners = [ocpp_listener("main", HOST, certificates=["rsa"], tls_profile="gsm", paths=["/ocpp/{id}"])]
 
     async def main() -> None:
         async with running(make_config(ca_file, listeners=listeners), store) as service:
@@ -84,8 +84,7 @@ def test_rsa_and_ecdsa_clients_each_get_their_certificate_also_without_sni(ca, c
     rsa_leaf, ec_leaf = ca.issue([HOST], "rsa"), ca.issue([HOST], "ec")
     store_current(store, "rsa", rsa_leaf)
     store_current(store, "ec", ec_leaf)
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "certificates": ["rsa", "ec"], "tls_profile": "modern"}]
+    listeners = [ocpp_listener("main", HOST, certificates=["rsa", "ec"], tls_profile="modern")]
 
     async def main() -> None:
         async with running(make_config(ca_file, listeners=listeners), store) as service:
@@ -223,8 +222,7 @@ def test_listener_whose_port_was_busy_opens_on_a_later_reload(ca, ca_file, store
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        config = make_config(ca_file, listeners=[{"name": "main", "host": HOST, "bind": ["127.0.0.1"],
-                                                  "port": port, "certificates": ["rsa"]}])
+        config = make_config(ca_file, listeners=[ocpp_listener("main", HOST, port=port, certificates=["rsa"])])
         async with running(config, store) as service:
             assert service.listener("main").ports == []
             store_current(store, "rsa", ca.issue([HOST], "rsa"))
@@ -254,8 +252,7 @@ def test_files_written_by_another_tool_are_watched(ca, ca_file, store, tmp_path)
 
     first = ca.issue([HOST], "ec")
     write(first)
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "cert_files": [{"fullchain": str(fullchain), "privkey": str(privkey)}]}]
+    listeners = [ocpp_listener("main", HOST, cert_files=[{"fullchain": str(fullchain), "privkey": str(privkey)}])]
 
     async def main() -> None:
         async with running(make_config(ca_file, listeners=listeners, reload_check_interval=0.05), store) as service:

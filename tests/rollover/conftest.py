@@ -29,7 +29,7 @@ from certd.ocpp import charger_registry
 from certd.rollover.engine import ForcedSwitch, RolloverEngine
 from certd.ocpp.service import OcppService
 from certd.sandbox import PebbleServer, SandboxWorld
-from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
+from certd.sandbox.certd_config import TOKEN_ENV, ocpp_listener, ocpp_toml, sandbox_config_toml, toml_str
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuedCertificate
 from certd.store.rollover import RolloverCharger, RolloverGate
@@ -151,6 +151,9 @@ class Fleet:
 
 
 def fleet_toml(anchors: Path, roots_file: Path, port: int, rollover: str = "") -> str:
+    ocpp = ocpp_toml([ocpp_listener(LISTENER, HOST, port=port, certificates=["ocpp"])],
+                     unknown_chargers="accept",  # registered chargers without a password (profile 2 auth is tested elsewhere)
+                     reload_check_interval=0, call_timeout=10, trust_roots=[roots_file])
     return f"""
 [trust.anchor_sets]
 pebble = {toml_str(anchors)}
@@ -159,19 +162,7 @@ pebble = {toml_str(anchors)}
 name = "fleet"
 anchors = "pebble"
 
-[ocpp]
-unknown_chargers = "accept"  # registered chargers without a password (profile 2 auth is tested elsewhere)
-reload_check_interval = 0
-call_timeout = 10
-trust_roots = [{toml_str(roots_file)}]
-
-[[ocpp.listeners]]
-name = "{LISTENER}"
-host = "{HOST}"
-bind = ["127.0.0.1"]
-port = {port}
-certificates = ["ocpp"]
-
+{ocpp}
 [rollover]
 boot_wait = 2
 check_interval = 1

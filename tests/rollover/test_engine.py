@@ -15,6 +15,7 @@ from certd.config import parse_config
 from certd.errors import ConfigError
 from certd.ocpp import charger_registry
 from certd.rollover.engine import RolloverEngine
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuedCertificate, ManagedCertificate
@@ -45,18 +46,8 @@ lab = {json.dumps(str(tmp / 'anchors'))}
 name = "fleet"
 anchors = "lab"
 
-[ocpp]
-unknown_chargers = "accept"
-reload_check_interval = 0
-trust_roots = [{json.dumps(str(tmp / 'roots.pem'))}]
-
-[[ocpp.listeners]]
-name = "main"
-host = "{HOST}"
-bind = ["127.0.0.1"]
-port = 0
-certificates = ["ocpp"]
-
+{ocpp_toml([ocpp_listener("main", HOST, certificates=["ocpp"])], unknown_chargers="accept",
+           reload_check_interval=0, trust_roots=[tmp / "roots.pem"])}
 [rollover]
 boot_wait = 0.5
 check_interval = 1
