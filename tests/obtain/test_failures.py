@@ -15,6 +15,7 @@ from certd.sandbox.certd_config import TOKEN_ENV
 from certd.store.db import session_scope
 from certd.store.models import ChallengeRecord
 from tests.obtain.conftest import cert_toml
+from tests.waits import wait_until
 
 
 def txt_records(world) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -29,9 +30,7 @@ def issue_waiting_with_records(setup) -> tuple[subprocess.Popen[str], list[dict]
         [sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
         env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 30
-    while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: len(txt_records(setup.world)) >= 2 or proc.poll() is not None, 30, "both TXT records")
     return proc, txt_records(setup.world)
 
 

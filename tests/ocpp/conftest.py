@@ -25,6 +25,7 @@ from certd.ocpp.service import OcppService
 from certd.sandbox.certd_config import ocpp_listener
 from certd.store.db import make_engine, upgrade
 from tests.pki import MiniCA
+from tests.waits import peer_certificate
 
 HOST = "ocpp.example.test"
 
@@ -111,11 +112,7 @@ def open_ws(service: OcppService, path: str, ca: MiniCA, *, listener: str = "mai
 
 
 def peer_serial(ws: ClientConnection) -> str:
-    sslobj = ws.transport.get_extra_info("ssl_object")
-    der = sslobj.getpeercert(binary_form=True)
-    from cryptography import x509
-
-    return f"{x509.load_der_x509_certificate(der).serial_number:x}"
+    return f"{peer_certificate(ws.transport.get_extra_info('ssl_object')).serial_number:x}"
 
 
 def run(coro):  # type: ignore[no-untyped-def]

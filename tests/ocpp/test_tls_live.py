@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -20,6 +19,7 @@ from tests.ocpp.conftest import (
     HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
 from tests.pki import store_current
+from tests.waits import until
 
 PASSWORD = "correct-horse-battery-staple"
 AUTH = basic("CP1", PASSWORD)
@@ -41,16 +41,6 @@ def tls12(ca, ciphers: str) -> ssl.SSLContext:  # type: ignore[no-untyped-def]
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(ciphers)
     return ctx
-
-
-async def until(predicate, what: str, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll with growing intervals (no fixed sleeps)."""
-    delay, deadline = 0.01, time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.25)
 
 
 def test_gsm_profile_accepts_exactly_the_listed_ciphers(ca, ca_file, store) -> None:  # type: ignore[no-untyped-def]

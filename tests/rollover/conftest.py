@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuedCertificate
 from certd.store.rollover import RolloverCharger, RolloverGate
 from tests.rollover.sim import Behavior, SimCharger
+from tests.waits import until  # noqa: F401  (the rollover tests import it from here)
 
 HOST = "ocpp.example.com"
 LISTENER = "main"
@@ -43,16 +43,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def until(predicate: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll with growing intervals (no fixed sleeps)."""
-    delay, deadline = 0.01, time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 def run(coro: Any, limit: float = 90) -> Any:
