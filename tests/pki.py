@@ -5,7 +5,8 @@ Two ways in, one certificate builder underneath:
   hierarchy themselves (trust chains, cross-signed roots, rollover);
 - `MiniCA`, a root and one intermediate whose `issue` returns a `Leaf` with its chain and key PEM,
   for tests that only need a servable certificate (OCPP listeners, benchmarks), and
-  `store_current`, which puts such a leaf into the store the way the issuance flow does.
+  `store_current`, which puts such a leaf into the store the way the issuance flow does
+  (`store_issued` does the same for a primitive leaf with its chain and alternate chains).
 """
 
 from __future__ import annotations
@@ -186,25 +187,47 @@ class MiniCA:
 def store_current(engine: sa.Engine, name: str, issued: Leaf, *, chain_pem: str | None = None,
                   key_pem: str | None = None) -> int:
     """Insert `issued` as a new issued certificate and make it current for `name`; returns its id."""
+    row = IssuedCertificate(
+        name=name,
+        domains=",".join(n.value for n in issued.cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value),
+        key_type="ec-p256" if issued.key_type == "ec" else "rsa2048",
+        serial=issued.serial,
+        not_before=issued.cert.not_valid_before_utc, not_after=issued.cert.not_valid_after_utc,
+        issuer=issued.cert.issuer.rfc4514_string(),
+        cert_pem=issued.cert_pem,
+        chain_pem=issued.chain_pem if chain_pem is None else chain_pem,
+        key_pem=key_pem or issued.key_pem,
+        chain_fingerprints=json.dumps([]),
+        directory_url="test-ca",
+    )
+    stored = _make_current(engine, row)
+    assert stored.id is not None
+    return stored.id
+
+
+def store_issued(engine: sa.Engine, name: str, domains: list[str], leaf: Ca, chain: list[Ca], *,
+                 alternates: list[list[Ca]] | None = None,
+                 issued_at: dt.datetime | None = None) -> IssuedCertificate:
+    """Store an issuance row as the issuance flow would (cert, chain, alternate full chains), current for `name`."""
+    row = IssuedCertificate(
+        name=name, domains=",".join(domains), key_type="rsa2048",
+        serial=f"{leaf.cert.serial_number:x}", not_before=leaf.cert.not_valid_before_utc,
+        not_after=leaf.cert.not_valid_after_utc, issuer="test", cert_pem=leaf.pem,
+        chain_pem=pem_of(*chain), key_pem=key_pem(leaf.key), chain_fingerprints="[]",
+        alternate_chains=json.dumps([leaf.pem + pem_of(*alt) for alt in alternates or []]),
+        directory_url="https://acme.test/directory",
+    )
+    if issued_at is not None:
+        row.issued_at = issued_at
+    return _make_current(engine, row)
+
+
+def _make_current(engine: sa.Engine, row: IssuedCertificate) -> IssuedCertificate:
     with session_scope(engine) as session:
-        row = IssuedCertificate(
-            name=name,
-            domains=",".join(n.value for n in issued.cert.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName).value),
-            key_type="ec-p256" if issued.key_type == "ec" else "rsa2048",
-            serial=issued.serial,
-            not_before=issued.cert.not_valid_before_utc, not_after=issued.cert.not_valid_after_utc,
-            issuer=issued.cert.issuer.rfc4514_string(),
-            cert_pem=issued.cert_pem,
-            chain_pem=issued.chain_pem if chain_pem is None else chain_pem,
-            key_pem=key_pem or issued.key_pem,
-            chain_fingerprints=json.dumps([]),
-            directory_url="test-ca",
-        )
         session.add(row)
         session.flush()
-        managed = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
+        managed = session.get(ManagedCertificate, row.name) or ManagedCertificate(name=row.name)
         managed.current_id = row.id
         session.add(managed)
-        assert row.id is not None
-        return row.id
+    return row

@@ -20,37 +20,36 @@ FIRST_INTERVAL = 0.01
 LONGEST_INTERVAL = 0.25
 
 
-def _intervals() -> Iterator[float]:
-    interval = FIRST_INTERVAL
-    while True:
-        yield interval
-        interval = min(interval * 2, LONGEST_INTERVAL)
+def _pauses(limit: float) -> Iterator[float]:
+    """Pauses between looks (10 ms, doubling up to 250 ms) for `limit` seconds, then a last look."""
+    deadline = time.monotonic() + limit
+    pause = FIRST_INTERVAL
+    while time.monotonic() < deadline:
+        yield pause
+        pause = min(pause * 2, LONGEST_INTERVAL)
+    yield 0.0
 
 
 def _timed_out(what: str, limit: float) -> AssertionError:
-    return AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
+    return AssertionError(f"timed out after {limit:g}s waiting for {what}")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
     """Block until `predicate()` is true; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    for interval in _intervals():
+    for pause in _pauses(timeout):
         if predicate():
             return
-        if time.monotonic() > deadline:
-            raise _timed_out(what, timeout)
-        time.sleep(interval)
+        time.sleep(pause)
+    raise _timed_out(what, timeout)
 
 
 async def until(predicate: Callable[[], object], what: str, limit: float = 30.0) -> None:
     """`wait_until` for a coroutine: the loop keeps running while it waits."""
-    deadline = time.monotonic() + limit
-    for interval in _intervals():
+    for pause in _pauses(limit):
         if predicate():
             return
-        if time.monotonic() > deadline:
-            raise _timed_out(what, limit)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(pause)
+    raise _timed_out(what, limit)
 
 
 def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:

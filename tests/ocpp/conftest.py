@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from certd.runtime import eventloop
 from certd.config import Config
+from certd.ocpp import auth, charger_registry
 from certd.ocpp.service import OcppService
 from certd.sandbox.certd_config import ocpp_listener
 from certd.store.db import make_engine, upgrade
@@ -28,6 +29,7 @@ from tests.pki import MiniCA
 from tests.waits import peer_certificate
 
 HOST = "ocpp.example.test"
+PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +51,21 @@ def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
     eng = make_engine(url)
     yield eng
     eng.dispose()
+
+
+def register(engine, *charger_ids: str, heartbeat_class: str = "default", password: str = PASSWORD,  # type: ignore[no-untyped-def]
+             **fields: Any) -> None:
+    """Known chargers with `password`, hashed as `certd chargers add` stores it."""
+    for charger_id in charger_ids:
+        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
+                                        heartbeat_class=heartbeat_class, **fields)
+
+
+@pytest.fixture
+def store(engine):  # type: ignore[no-untyped-def]
+    """Two known gsm-class chargers, CP1 and CP2, with PASSWORD; no certificate yet."""
+    register(engine, "CP1", "CP2", heartbeat_class="gsm")
+    return engine
 
 
 def make_config(ca_file: Path, *, listeners: list[dict[str, Any]] | None = None,

@@ -15,7 +15,7 @@ from certd.cli import main
 from certd.ocpp import auth, charger_registry
 from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.store.db import make_engine
-from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, run
+from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, register, run
 from tests.pki import store_current
 from tests.waits import wait_until
 
@@ -99,9 +99,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(config_file, ca) -> None: 
     old_leaf = ca.issue([HOST], "rsa")
     store_current(engine, "ocpp-rsa", old_leaf)
     password = "serve-test-password-1"
-    for charger_id in ("CP1", "CP2"):
-        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
-                                heartbeat_class="default")
+    register(engine, "CP1", "CP2", password=password)
     process = subprocess.Popen(
         [sys.executable, "-m", "certd", "--config", str(config_file), "serve"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -12,28 +12,18 @@ import pytest
 from ocpp.v16 import call
 
 from certd.errors import CertdError
-from certd.ocpp import auth, charger_registry
 from certd.sandbox.certd_config import ocpp_listener
 from certd.store.types import utcnow
 from tests.ocpp.conftest import (
-    HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
+    HOST, PASSWORD, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
 from tests.pki import store_current
 from tests.waits import until
 
-PASSWORD = "correct-horse-battery-staple"
 AUTH = basic("CP1", PASSWORD)
 AUTH2 = basic("CP2", PASSWORD)  # a second charger: a new socket for CP1 would replace the old one
 GSM_CIPHERS = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
                "AES128-GCM-SHA256", "AES256-GCM-SHA384"]
-
-
-@pytest.fixture
-def store(engine):  # type: ignore[no-untyped-def]
-    for charger_id in ("CP1", "CP2"):
-        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
-                                heartbeat_class="gsm")
-    return engine
 
 
 def tls12(ca, ciphers: str) -> ssl.SSLContext:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from certd.rollover.engine import RolloverEngine
 from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, session_scope, upgrade
-from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.models import IssuedCertificate
 from certd.store.rollover import RolloverCharger, RolloverGate
 from certd.store.types import utcnow
 from certd.rollover.gate_store import gate_specs, listener_status
@@ -58,20 +58,7 @@ call_timeout = 5
 
 def store_issued(engine: sa.Engine, leaf: pki.Ca, chain: list[pki.Ca],
                  alternates: list[list[pki.Ca]] | None = None) -> IssuedCertificate:
-    with session_scope(engine) as session:
-        row = IssuedCertificate(
-            name="ocpp", domains=HOST, key_type="rsa2048", serial=f"{leaf.cert.serial_number:x}",
-            not_before=leaf.cert.not_valid_before_utc, not_after=leaf.cert.not_valid_after_utc,
-            issuer="test", cert_pem=leaf.pem, chain_pem=pki.pem_of(*chain), key_pem=pki.key_pem(leaf.key),
-            chain_fingerprints="[]",
-            alternate_chains=json.dumps([leaf.pem + pki.pem_of(*alt) for alt in alternates or []]),
-            directory_url="https://acme.test/directory")
-        session.add(row)
-        session.flush()
-        managed = session.get(ManagedCertificate, "ocpp") or ManagedCertificate(name="ocpp")
-        managed.current_id = row.id
-        session.add(managed)
-    return row
+    return pki.store_issued(engine, "ocpp", [HOST], leaf, chain, alternates=alternates)
 
 
 @dataclass
