@@ -20,7 +20,7 @@ from certd.store.trust import TrustDelivery, TrustDeliveryAttempt
 from certd.trust import outbox
 from certd.trust.push import PushMessage, PushOutcome
 from certd.trust.track import on_issued
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml
 
 # What each fake inbox answers, in order (then "accepted"), and what it received.
