@@ -82,8 +82,9 @@ def _hash_chunk(ids: list[str]) -> list[tuple[str, str]]:
 
 def prepare_world(workdir: Path, total: int, auth_mode: str, profile: str, db_url: str | None):
     """CA, certificates in the store, registered chargers, config file. Returns (config, ca, url)."""
-    from tests.ocpp.pki import MiniCA, store_current  # the test CA: cryptography only
+    from tests.pki import MiniCA, store_current  # the test CA: cryptography only
 
+    from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
     from certd.store.db import make_engine, session_scope, upgrade
     from certd.store.chargers import Charger
 
@@ -121,21 +122,10 @@ name = "bench-ec"
 domains = ["{HOST}"]
 key_type = "ec-p256"
 
-[ocpp]
-trust_roots = ["{workdir / 'root.pem'}"]
-reload_check_interval = 0
-unknown_chargers = "{'reject' if auth_mode == 'password' else 'accept'}"
-node_name = "bench"
-
-[[ocpp.listeners]]
-name = "bench"
-host = "{HOST}"
-bind = "127.0.0.1"
-port = 0
-certificates = {json.dumps(certificates)}
-tls_profile = "{profile}"
-paths = ["/ocpp/{{id}}"]
-''')
+{ocpp_toml([ocpp_listener("bench", HOST, certificates=certificates, tls_profile=profile,
+                          paths=["/ocpp/{id}"])],
+           trust_roots=[workdir / "root.pem"], reload_check_interval=0,
+           unknown_chargers="reject" if auth_mode == "password" else "accept", node_name="bench")}''')
     return config, ca, url
 
 
@@ -376,7 +366,7 @@ def sleep_until(at: float) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tests.ocpp.pki import store_current
+    from tests.pki import store_current
 
     from certd.store.db import make_engine
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from certd.cli import context
+from certd.config.trust import EXPORT_FORMATS
 
 FLAVOUR_CHOICES = ("roots", "full")
 # `certd bundle refresh`: an export could not be written or a registry did not accept a delivery.
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     export = sub.add_parser("export", help="write a bundle version to a directory")
     export.add_argument("name", metavar="NAME")
-    export.add_argument("--format", required=True, choices=("pem", "der", "manifest", "quectel"))
+    export.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS))
     export.add_argument("--out", required=True, metavar="DIR")
     export.add_argument("--flavour", choices=FLAVOUR_CHOICES, default="full")
     export.add_argument("--version", type=int, metavar="N", help="version number (default: latest)")
@@ -143,7 +144,7 @@ def _history(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from certd.store.db import session_scope
     from certd.trust import versions
-    from certd.trust.export import export_version
+    from certd.trust.export import export_hint, export_version
 
     config = context.load(args)
     engine = context.open_store(config)
@@ -153,14 +154,9 @@ def _export(args: argparse.Namespace) -> int:
         version = versions.to_export(versions.get(session, args.name, flavour, args.version))
     for path in export_version(version, args.format, args.out, bundle.quectel):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
-    if args.format == "quectel":
-        from certd.trust.export import quectel_local_name
-        from certd.trust.quectel import format_checksum, xor16
-
-        data = version.pem.encode()
-        print(f"upload {quectel_local_name(version, bundle.quectel)} as UFS:{bundle.quectel.file_name}: "
-              f"{len(data)} bytes; the module must answer "
-              f"+QFUPL: {len(data)},{format_checksum(xor16(data))}")
+    hint = export_hint(version, args.format, bundle.quectel)
+    if hint:
+        print(hint)
     return 0
 
 

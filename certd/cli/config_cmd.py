@@ -34,15 +34,13 @@ def _check(args: argparse.Namespace) -> int:
         read_secret(env=config.acme.eab.hmac_key_env, file=config.acme.eab.hmac_key_file,
                     what="ACME EAB HMAC key")
     for registry in config.trust.registries:
-        read_secret(env=registry.hmac_secret_env, file=registry.hmac_secret_file,
-                    what=f"HMAC secret of registry {registry.name}")
-        if registry.auth_env or registry.auth_file:
-            read_secret(env=registry.auth_env, file=registry.auth_file,
-                        what=f"auth header of registry {registry.name}")
+        for source in registry.secret_sources():
+            read_secret(env=source.env, file=source.file, what=source.what)
     errors = listener_certificate_errors(config.ocpp, [c.name for c in config.certificates])
     for index, registry in enumerate(config.trust.registries):
-        if registry.ca_file and not Path(registry.ca_file).is_file():
-            errors.append(f"trust.registries[{index}].ca_file: {registry.ca_file} does not exist")
+        for key, path in registry.files().items():
+            if not Path(path).is_file():
+                errors.append(f"trust.registries[{index}].{key}: {path} does not exist")
     for index, root in enumerate(config.ocpp.trust_roots):
         if not Path(root).exists():
             errors.append(f"ocpp.trust_roots[{index}]: {root} does not exist")

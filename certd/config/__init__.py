@@ -68,7 +68,7 @@ class Config(Section):
         if self.acme.eab and self.acme.eab.hmac_key_env:
             names.add(self.acme.eab.hmac_key_env)
         for registry in self.trust.registries:
-            names.update(n for n in (registry.auth_env, registry.hmac_secret_env) if n)
+            names.update(source.env for source in registry.secret_sources() if source.env)
         return tuple(sorted(names))
 
     def certificate(self, name: str) -> CertificateConfig:

@@ -4,23 +4,40 @@
 [trust.anchor_sets]
 default = "system"                 # "system", "certifi", or a PEM file / directory
 [[trust.bundles]]                  # one bundle per fleet
-[[trust.registries]]               # where new bundle versions are POSTed
+[[trust.registries]]               # where new bundle versions are pushed (kind = "http")
 ```
 Secrets (registry auth header value, HMAC secret) come from env vars or files,
 never from this file.
+
+Two tables here name code in `certd.trust` as "module:attribute" strings, looked up
+only when used, so loading a config never imports cryptography or a network client:
+`EXPORT_FORMATS` (export format -> renderer) and `REGISTRY_KINDS` (registry kind ->
+config model + push target). Adding a format or a kind is one line in one of them.
+They live here, not in `certd.trust`, because config validation reads them and
+`certd.trust` imports the config (never the other way round).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from certd.config._base import Section
 
 Flavour = Literal["roots", "full"]
-ExportFormat = Literal["pem", "der", "manifest", "quectel"]
+
+# Bundle export formats: name -> its renderer, a `certd.trust.formats.Renderer` ("module:attribute").
+# Config validation, the `--format` choices and the export staleness checks all read this table.
+EXPORT_FORMATS: dict[str, str] = {
+    "pem": "certd.trust.export:PEM",
+    "der": "certd.trust.export:DER",
+    "manifest": "certd.trust.export:MANIFEST",
+    "quectel": "certd.trust.quectel:KIT",
+}
 BUILTIN_ANCHOR_SOURCES = ("system", "certifi")
 DEFAULT_ANCHOR_SET = "default"
 
@@ -73,9 +90,16 @@ class QuectelConfig(Section):
 class BundleExportConfig(Section):
     """A copy of the bundle certd rewrites (atomically) whenever its version changes."""
 
-    format: ExportFormat
+    format: str  # a name in EXPORT_FORMATS
     dir: str
     flavour: Flavour = "full"
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in EXPORT_FORMATS:
+            raise ValueError(f"unknown export format {value!r} (use one of {', '.join(EXPORT_FORMATS)})")
+        return value
 
 
 class BundleConfig(Section):
@@ -104,25 +128,57 @@ class BundleConfig(Section):
         return self
 
 
+class SecretSource(NamedTuple):
+    """Where a registry reads one secret at send time (an env var or a file, never this config)."""
+
+    env: str | None
+    file: str | None
+    what: str
+
+
 class RegistryConfig(Section):
-    """A fleet registry that receives every new bundle version as a signed JSON POST."""
+    """What every fleet registry has, whatever its kind: a name, what it gets, how long a send may take.
+
+    Each kind subclasses this with its own keys and is listed in REGISTRY_KINDS.
+    """
 
     name: str
-    url: str
+    kind: str = "http"
     # Bundle names pushed here; empty = every bundle.
     bundles: list[str] = []
     flavours: Annotated[list[Flavour], Field(min_length=1)] = ["roots", "full"]
+    # Seconds one delivery may take (the outbox holds the row this long, plus a margin).
+    timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    _name = field_validator("name")(lambda cls, v: _check_name(v))
+
+    @model_validator(mode="after")
+    def _unique_flavours(self) -> "RegistryConfig":
+        _unique(list(self.flavours), "flavours")
+        return self
+
+    def secret_sources(self) -> tuple[SecretSource, ...]:
+        """The secrets a delivery reads (`certd check-config` reads them up front; hooks never see them)."""
+        return ()
+
+    def files(self) -> dict[str, str]:
+        """Files a delivery reads, by config key (`certd check-config` checks that they exist)."""
+        return {}
+
+
+class HttpRegistryConfig(RegistryConfig):
+    """`kind = "http"` (the default): every new bundle version as a signed JSON POST."""
+
+    kind: Literal["http"] = "http"
+    url: str
     auth_header: str = "Authorization"
     auth_env: str | None = None  # env var holding the header's value, e.g. "Bearer abc"
     auth_file: str | None = None
     hmac_secret_env: str | None = None
     hmac_secret_file: str | None = None
     signature_header: str = "X-Certd-Signature"
-    timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     # CA file for the registry's own HTTPS certificate (default: system store).
     ca_file: str | None = None
-
-    _name = field_validator("name")(lambda cls, v: _check_name(v))
 
     @field_validator("url")
     @classmethod
@@ -139,22 +195,69 @@ class RegistryConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _secret_sources(self) -> "RegistryConfig":
+    def _secret_sources(self) -> "HttpRegistryConfig":
         if self.auth_env and self.auth_file:
             raise ValueError("set auth_env or auth_file, not both")
         if self.hmac_secret_env and self.hmac_secret_file:
             raise ValueError("set hmac_secret_env or hmac_secret_file, not both")
         if not (self.hmac_secret_env or self.hmac_secret_file):
             raise ValueError("a registry needs hmac_secret_env or hmac_secret_file (bodies are signed)")
-        _unique(list(self.flavours), "flavours")
         return self
+
+    def secret_sources(self) -> tuple[SecretSource, ...]:
+        sources = [SecretSource(self.hmac_secret_env, self.hmac_secret_file,
+                                f"HMAC secret of registry {self.name}")]
+        if self.auth_env or self.auth_file:
+            sources.append(SecretSource(self.auth_env, self.auth_file, f"auth header of registry {self.name}"))
+        return tuple(sources)
+
+    def files(self) -> dict[str, str]:
+        return {"ca_file": self.ca_file} if self.ca_file else {}
+
+
+@dataclass(frozen=True)
+class RegistryKind:
+    """One kind of fleet registry: its config model and its push target factory.
+
+    `target` is "module:attribute" of a callable taking the config model and returning a
+    `certd.trust.push.PushTarget` (resolved by `certd.trust.push.target_for`).
+    """
+
+    config_model: type[RegistryConfig]
+    target: str
+
+
+# Registry kind (`kind = "..."` in [[trust.registries]]) -> its config model and push target.
+REGISTRY_KINDS: dict[str, RegistryKind] = {
+    "http": RegistryKind(HttpRegistryConfig, "certd.trust.http_registry:HttpRegistryTarget"),
+}
+
+
+def _registry_by_kind(value: Any) -> RegistryConfig:
+    """Validate one [[trust.registries]] entry with the model its `kind` names (read at validation time)."""
+    if isinstance(value, RegistryConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("a registry is a table of keys ([[trust.registries]])")
+    kind = value.get("kind", "http")
+    entry = REGISTRY_KINDS.get(kind) if isinstance(kind, str) else None
+    if entry is None:
+        error = PydanticCustomError("registry_kind", "unknown registry kind {kind} (known: {known})",
+                                    {"kind": repr(kind), "known": ", ".join(REGISTRY_KINDS)})
+        # Raised as a ValidationError so the message carries the key: trust.registries[N].kind.
+        raise ValidationError.from_exception_data(
+            "RegistryConfig", [InitErrorDetails(type=error, loc=("kind",), input=kind)])
+    return entry.config_model.model_validate(value)
+
+
+RegistryEntry = Annotated[RegistryConfig, PlainValidator(_registry_by_kind)]
 
 
 class TrustConfig(Section):
     # Anchor set name -> "system" | "certifi" | path to a PEM file or a directory of PEM files.
     anchor_sets: dict[str, str] = {}
     bundles: Annotated[list[BundleConfig], Field(max_length=100)] = []
-    registries: Annotated[list[RegistryConfig], Field(max_length=50)] = []
+    registries: Annotated[list[RegistryEntry], Field(max_length=50)] = []
 
     @field_validator("anchor_sets")
     @classmethod

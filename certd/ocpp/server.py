@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -25,6 +25,9 @@ from websockets.typing import Subprotocol
 from certd.config.ocpp import ListenerConfig, OcppConfig
 from certd.errors import CertdError
 from certd.ocpp import admission, auth, charger_registry
+from certd.ocpp.connection import OcppConnection, peer_address, ws_log
+from certd.ocpp.frames import Limits
+from certd.ocpp.logsafe import describe_exception, printable
 from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
 from certd.ocpp.charger_registry import ChargerRecord, RegistryWriter
 from certd.ocpp.session import ChargerHook, ChargerSession
@@ -34,9 +37,6 @@ log = logging.getLogger("certd.ocpp")
 
 # Served to a charger that offers no subprotocol (OCPP 2.0.1 Part 4; Home Assistant does the same).
 DEFAULT_SUBPROTOCOL = "ocpp1.6"
-# asyncio allocates a 256 KiB TLS read buffer per connection; OCPP frames are small and a TLS
-# record is at most 16 KiB, so after the handshake one record's worth is enough.
-TLS_READ_BUFFER = 16 * 1024 + 512
 WRITE_LIMIT = 16 * 1024
 WS_AUTHENTICATE = 'Basic realm="OCPP", charset="UTF-8"'
 
@@ -74,58 +74,6 @@ class LookedUp:
     check_ok: bool = False
 
 
-def _shrink_tls_read_buffer(transport: Any) -> None:
-    """Swap asyncio's per-connection 256 KiB TLS read buffer for a 16.5 KiB one.
-
-    Uses private attributes of asyncio.sslproto.SSLProtocol (3.11+); if they are
-    absent (another loop implementation), nothing changes.
-    """
-    protocol = getattr(transport, "_ssl_protocol", None)
-    if protocol is None or not hasattr(protocol, "_ssl_buffer"):
-        return
-    if len(protocol._ssl_buffer) <= TLS_READ_BUFFER:
-        return
-    protocol.max_size = TLS_READ_BUFFER
-    protocol._ssl_buffer = bytearray(TLS_READ_BUFFER)
-    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
-
-
-class OcppConnection(ServerConnection):
-    """A websockets connection that carries its admission and uses a small TLS buffer."""
-
-    admitted: Admitted | None = None
-    offered_subprotocols: Sequence[str] = ()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Called by asyncio once the TLS handshake is complete.
-        super().connection_made(transport)
-        _shrink_tls_read_buffer(transport)
-
-
-class _RedactCredentials(logging.Filter):
-    """websockets logs every request header at DEBUG; a Basic-auth header carries the password."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if (isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str)
-                and args[0].lower() in ("authorization", "proxy-authorization")):
-            record.args = (args[0], "[redacted]")
-        return True
-
-
-# websockets' own logger for our listeners, so `-vv` can never print a charger's password.
-ws_log = logging.getLogger("certd.ocpp.websockets")
-ws_log.addFilter(_RedactCredentials())
-
-
-def _address(connection: ServerConnection) -> str | None:
-    try:
-        peer = connection.remote_address
-    except Exception:
-        return None
-    return str(peer[0]) if peer else None
-
-
 class Listener:
     def __init__(self, config: ListenerConfig, shared: Shared, holder: ContextHolder | None) -> None:
         self.config = config
@@ -133,6 +81,8 @@ class Listener:
         self.holder = holder
         self.patterns = [PathPattern(p) for p in config.paths]
         self.server: Server | None = None
+        # Refused frames per reason over all this listener's connections (see session.rejected).
+        self.rejections: Counter[str] = Counter()
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -202,7 +152,7 @@ class Listener:
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         shared = self.shared
-        address = _address(connection)
+        address = peer_address(connection)
         try:
             charger_id = charger_id_from_path(request.path, self.patterns)
         except InvalidChargerId as exc:
@@ -358,7 +308,7 @@ class Listener:
         version = self._served_version(connection)
         if version is None:
             log.warning("charger %s offered %s; this listener speaks %s: closing",
-                        admitted.charger_id, ", ".join(connection.offered_subprotocols),
+                        admitted.charger_id, printable(", ".join(connection.offered_subprotocols)),
                         ", ".join(self.config.subprotocols))
             await connection.close(1002, "no supported OCPP version offered")
             return
@@ -371,7 +321,8 @@ class Listener:
             charger_id=admitted.charger_id, version=version, listener=self.label,
             address=admitted.address, registration=admitted.record.registration,
             heartbeat_interval=self._heartbeat_interval(admitted.record), writer=shared.writer,
-            hooks=shared.hooks,
+            hooks=shared.hooks, frame_limits=Limits(shared.ocpp.max_message_size),
+            listener_rejections=self.rejections,
         )
         cp_class = {"ocpp1.6": CentralSystemV16, "ocpp2.0.1": CentralSystemV201,
                     "ocpp2.1": CentralSystemV21}[version]
@@ -395,6 +346,11 @@ class Listener:
             await session.charge_point.start()
         except ConnectionClosed:
             pass
+        except Exception as exc:  # a certd bug: one line (no frame content), the charger gets 1011
+            session.count("internal_error")
+            log.error("charger %s: handling its frames failed (%s); closing with 1011",
+                      admitted.charger_id, describe_exception(exc))
+            await connection.close(1011, "internal error")
         finally:
             if shared.sessions.get(admitted.charger_id) is session:
                 del shared.sessions[admitted.charger_id]

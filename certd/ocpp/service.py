@@ -83,7 +83,7 @@ def tune_process_for_many_connections() -> None:
     """
     import asyncio.sslproto
 
-    from certd.ocpp.server import TLS_READ_BUFFER
+    from certd.ocpp.connection import TLS_READ_BUFFER
 
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     gc.collect()

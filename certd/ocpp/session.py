@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from certd.ocpp import logsafe
+from certd.ocpp.frames import Limits
+from certd.ocpp.logsafe import printable
 from certd.store.chargers import REGISTRATION_PENDING
 from certd.store.types import utcnow
 
@@ -24,8 +28,17 @@ if TYPE_CHECKING:
     from certd.ocpp.charger_registry import RegistryWriter
 
 log = logging.getLogger("certd.ocpp")
-# The `ocpp` library logs every frame at INFO and handler errors with tracebacks here.
+# certd's ChargePoints log each frame's type, action and size at INFO here; what the `ocpp`
+# library itself logs here (handler errors) passes logsafe's filter: one bounded line.
 protocol_log = logging.getLogger("certd.ocpp.protocol")
+logsafe.install()
+
+# A connection's first rejected frames are logged at WARNING, the rest at DEBUG (all counted):
+# a charger that sends garbage in a loop must not flood the log.
+WARN_REJECTIONS = 20
+# Charger strings stored in the registry (vendor, model, ...): escaped, so a NUL cannot fail
+# the batched write (PostgreSQL text refuses it) and `certd chargers list` prints no controls.
+MAX_STORED = 200
 
 
 # Called with (session, event) for "connected", "booted" (after the BootNotification answer
@@ -33,10 +46,12 @@ protocol_log = logging.getLogger("certd.ocpp.protocol")
 ChargerHook = Callable[["ChargerSession", str], None]
 
 
-def printable(value: object) -> str:
-    """A charger-supplied string as one log line: control characters escaped (no forged lines)."""
-    text = "" if value is None else str(value)
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+def storable(value: str | None) -> str | None:
+    """A charger-supplied string as the registry keeps it: as sent when it is printable,
+    else escaped (bounded either way; the schema already bounds a valid one)."""
+    if value is None or (value.isprintable() and len(value) <= MAX_STORED):
+        return value
+    return printable(value, MAX_STORED)
 
 
 def ocpp_timestamp(now: dt.datetime | None = None) -> str:
@@ -69,6 +84,12 @@ class ChargerSession:
     connected_at: dt.datetime = field(default_factory=utcnow)
     charge_point: "ChargePoint | None" = None
     hooks: list[ChargerHook] = field(default_factory=list, repr=False)
+    frame_limits: Limits = field(default_factory=lambda: Limits(64 * 1024))
+    # Refused frames per reason (frames.py's and dispatch's names): this connection's, and the
+    # listener's running total the session adds to.
+    rejections: Counter[str] = field(default_factory=Counter, repr=False)
+    listener_rejections: Counter[str] | None = field(default=None, repr=False)
+    _loud_rejections: int = field(default=0, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def snapshot(self) -> ConnectedCharger:
@@ -86,13 +107,38 @@ class ChargerSession:
                serial: str | None) -> None:
         log.info("charger %s booted: %s %s firmware %s (%s)", self.charger_id, printable(vendor),
                  printable(model), printable(firmware), self.version)
-        self.writer.boot(self.charger_id, vendor=vendor, model=model,
-                         firmware_version=firmware, serial_number=serial)
+        self.writer.boot(self.charger_id, vendor=storable(vendor), model=storable(model),
+                         firmware_version=storable(firmware), serial_number=storable(serial))
 
     def security_event(self, event_type: str, timestamp: str | None, tech_info: str | None) -> None:
         detail = (f"{printable(event_type)} at {printable(timestamp)}"
-                  + (f": {printable(tech_info[:200])}" if tech_info else ""))
+                  + (f": {printable(tech_info)}" if tech_info else ""))
         self.writer.audit("security_event", self.charger_id, self.address, detail)
+
+    def count(self, reason: str) -> None:
+        """One more refused frame (or failed connection) of `reason`, here and on the listener."""
+        self.rejections[reason] += 1
+        if self.listener_rejections is not None:
+            self.listener_rejections[reason] += 1
+
+    def rejected(self, reason: str, detail: str, size: int | None, outcome: str,
+                 unique_id: str | None = None, quiet: bool = False) -> None:
+        """Count a refused frame and log it as one line: its size, never its content.
+        `detail` is certd's wording (charger values in it already escaped)."""
+        self.count(reason)
+        loud = 0  # the how-many-th warned refusal this is (quiet ones are never warned)
+        if not quiet:
+            self._loud_rejections += 1
+            loud = self._loud_rejections
+        level = logging.WARNING if 0 < loud <= WARN_REJECTIONS else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
+        frame = "a frame" if size is None else f"a {size}-byte frame"
+        message_id = "" if unique_id is None else f", message id {printable(unique_id, 40)}"
+        hush = ("; further refusals on this connection are logged at debug"
+                if loud == WARN_REJECTIONS else "")
+        log.log(level, "charger %s: refused %s (%s: %s%s); %s%s", self.charger_id, frame,
+                reason, detail, message_id, outcome, hush)
 
     async def current_registration(self) -> str:
         """A pending charger may have been approved (`certd chargers approve`) while connected:

@@ -1,4 +1,9 @@
-"""OCPP 1.6J central-system handlers: connection-level messages, no charging business logic."""
+"""OCPP 1.6J central-system handlers: connection-level messages, no charging business logic.
+
+Frames reach these handlers through dispatch.FrameGuard (pre-parsed, bounded). `self` is
+positional-only: a payload key "self" (Heartbeat's payload is not schema-checked) lands
+in `**_` instead of colliding with it.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,22 @@ from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
 
+from certd.ocpp.dispatch import FrameGuard
 from certd.ocpp.session import ChargerSession, log, ocpp_timestamp, protocol_log
 from certd.store.chargers import REGISTRATION_PENDING
 
 
-class CentralSystemV16(ChargePoint):
+class CentralSystemV16(FrameGuard, ChargePoint):
     """Answers BootNotification, Heartbeat, StatusNotification, SecurityEventNotification;
-    other actions get the library's NotImplemented CallError."""
+    other actions get a NotImplemented (1.6 action) or NotSupported (unknown) CallError."""
 
     def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
         super().__init__(session.charger_id, connection, response_timeout=response_timeout,
                          logger=protocol_log)
-        self.session = session
-
-    async def route_message(self, raw_msg: str) -> None:
-        self.session.seen()
-        await super().route_message(raw_msg)
+        self._guard(session)
 
     @on(Action.boot_notification)
-    async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
+    async def on_boot_notification(self, /, charge_point_vendor: str, charge_point_model: str,
                                    **info: Any) -> call_result.BootNotification:
         self.session.booted(charge_point_vendor, charge_point_model,
                             info.get("firmware_version"), info.get("charge_point_serial_number"))
@@ -38,21 +40,21 @@ class CentralSystemV16(ChargePoint):
         )
 
     @after(Action.boot_notification)
-    def after_boot_notification(self, **_: Any) -> None:
+    def after_boot_notification(self, /, **_: Any) -> None:
         self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
     @on(Action.heartbeat, skip_schema_validation=True)  # empty payload, nothing to check
-    def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:  # (customData may come along)
+    def on_heartbeat(self, /, **_: Any) -> call_result.Heartbeat:  # (customData may come along)
         return call_result.Heartbeat(current_time=ocpp_timestamp())
 
     @on(Action.status_notification)
-    def on_status_notification(self, connector_id: int, error_code: str, status: str,
+    def on_status_notification(self, /, connector_id: int, error_code: str, status: str,
                                **_: Any) -> call_result.StatusNotification:
         log.debug("charger %s connector %s: %s (%s)", self.id, connector_id, status, error_code)
         return call_result.StatusNotification()
 
     @on(Action.security_event_notification)
-    def on_security_event_notification(self, type: str, timestamp: str,
+    def on_security_event_notification(self, /, type: str, timestamp: str,
                                        **info: Any) -> call_result.SecurityEventNotification:
         self.session.security_event(type, timestamp, info.get("tech_info"))
         return call_result.SecurityEventNotification()

@@ -1,4 +1,7 @@
-"""OCPP 2.0.1 (and 2.1, same messages here) CSMS handlers: connection-level messages only."""
+"""OCPP 2.0.1 (and 2.1, same messages here) CSMS handlers: connection-level messages only.
+
+Frames reach these handlers through dispatch.FrameGuard; `self` is positional-only (see v16).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint as ChargePointV201
 from ocpp.v21 import ChargePoint as ChargePointV21
 
+from certd.ocpp.dispatch import FrameGuard
 from certd.ocpp.session import ChargerSession, log, ocpp_timestamp, protocol_log
 from certd.store.chargers import REGISTRATION_PENDING
 
@@ -19,15 +23,8 @@ class _Handlers2x:
     id: str
     _call_result: Any
 
-    def _init_session(self, session: ChargerSession) -> None:
-        self.session = session
-
-    async def route_message(self, raw_msg: str) -> None:
-        self.session.seen()
-        await super().route_message(raw_msg)  # type: ignore[misc]
-
     @on("BootNotification")
-    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
+    async def on_boot_notification(self, /, charging_station: dict[str, Any], reason: str,
                                    **_: Any) -> Any:
         self.session.booted(
             charging_station.get("vendor_name"), charging_station.get("model"),
@@ -40,41 +37,41 @@ class _Handlers2x:
         )
 
     @after("BootNotification")
-    def after_boot_notification(self, **_: Any) -> None:
+    def after_boot_notification(self, /, **_: Any) -> None:
         self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
     @on("Heartbeat", skip_schema_validation=True)  # empty payload, nothing to check
-    def on_heartbeat(self, **_: Any) -> Any:  # (customData may come along)
+    def on_heartbeat(self, /, **_: Any) -> Any:  # (customData may come along)
         return self._call_result.Heartbeat(current_time=ocpp_timestamp())
 
     @on("StatusNotification")
-    def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
+    def on_status_notification(self, /, timestamp: str, connector_status: str, evse_id: int,
                                connector_id: int, **_: Any) -> Any:
         log.debug("charger %s evse %s connector %s: %s", self.id, evse_id, connector_id,
                   connector_status)
         return self._call_result.StatusNotification()
 
     @on("NotifyEvent")
-    def on_notify_event(self, generated_at: str, seq_no: int, event_data: list[dict[str, Any]],
+    def on_notify_event(self, /, generated_at: str, seq_no: int, event_data: list[dict[str, Any]],
                         **_: Any) -> Any:
         log.debug("charger %s: %d event(s), seq %s", self.id, len(event_data), seq_no)
         return self._call_result.NotifyEvent()
 
     @on("SecurityEventNotification")
-    def on_security_event_notification(self, type: str, timestamp: str, **info: Any) -> Any:
+    def on_security_event_notification(self, /, type: str, timestamp: str, **info: Any) -> Any:
         self.session.security_event(type, timestamp, info.get("tech_info"))
         return self._call_result.SecurityEventNotification()
 
 
-class CentralSystemV201(_Handlers2x, ChargePointV201):
+class CentralSystemV201(_Handlers2x, FrameGuard, ChargePointV201):
     def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
         ChargePointV201.__init__(self, session.charger_id, connection,
                                  response_timeout=response_timeout, logger=protocol_log)
-        self._init_session(session)
+        self._guard(session)
 
 
-class CentralSystemV21(_Handlers2x, ChargePointV21):
+class CentralSystemV21(_Handlers2x, FrameGuard, ChargePointV21):
     def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
         ChargePointV21.__init__(self, session.charger_id, connection,
                                 response_timeout=response_timeout, logger=protocol_log)
-        self._init_session(session)
+        self._guard(session)

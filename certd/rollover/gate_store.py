@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -92,19 +93,26 @@ def gate_specs(config: Config) -> tuple[list[GateSpec], list[str]]:
 # -- certificates ------------------------------------------------------------------------------
 
 class KnownCerts:
-    """Every CA certificate the store knows (chains and anchors), parsed once per content."""
+    """Every CA certificate the store knows (chains and anchors), parsed once per content.
+
+    A cache for worker threads (several at once): its lock guards the dict, not the queries."""
 
     def __init__(self) -> None:
         self._by_fp: dict[str, CaCert] = {}
+        self._lock = threading.Lock()
 
     def refresh(self, session: Session) -> dict[str, CaCert]:
         fingerprints = set(session.exec(select(TrustCaCertificate.fingerprint)).all())
-        missing = fingerprints - set(self._by_fp)
+        with self._lock:
+            missing = fingerprints - set(self._by_fp)
         if missing:
-            for row in session.exec(select(TrustCaCertificate).where(
-                    TrustCaCertificate.fingerprint.in_(missing))).all():  # type: ignore[attr-defined]
-                self._by_fp[row.fingerprint] = parse_one(row.pem, f"stored CA {row.fingerprint[:16]}")
-        return dict(self._by_fp)
+            parsed = {row.fingerprint: parse_one(row.pem, f"stored CA {row.fingerprint[:16]}")
+                      for row in session.exec(select(TrustCaCertificate).where(
+                          TrustCaCertificate.fingerprint.in_(missing))).all()}  # type: ignore[attr-defined]
+            with self._lock:
+                self._by_fp.update(parsed)
+        with self._lock:
+            return dict(self._by_fp)
 
 
 def chain_roots(session: Session, config: Config, bundle_name: str,

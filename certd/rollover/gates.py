@@ -3,7 +3,7 @@
 A listener switches to a certificate whose chain ends at a root the fleet
 does not hold only when enough chargers confirmed that root, or when the
 previous certificate is about to run out. Everything here is decided from
-data the caller loaded; `certd.rollover.engine` does the I/O around it.
+data the caller loaded; the engine's modules (`evaluate`, `charger_store`, `attempt`) do the I/O.
 
 A root is known by its *identity* (subject + public key): the self-signed form
 and a cross-signed form (same subject and key, signed by an older root) are the
@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+# What a gated listener serves lives below the OCPP service (`certd.serve`); re-exported here.
+from certd.serve.gate_choice import deadline_for, served_choice  # noqa: F401
 from certd.trust.certs import CaCert, issued_by
 
 # InstallCertificate takes one PEM of at most this many characters (OCPP 1.6 security
@@ -63,11 +65,6 @@ class NewIssuance:
     reason: str
     required: frozenset[Identity] = frozenset()
     deadline_at: dt.datetime | None = None
-
-
-def deadline_for(served_not_after: dt.datetime, deadline_days: float) -> dt.datetime:
-    """When the gate stops waiting: the previous certificate's last `deadline_days` begin."""
-    return served_not_after - dt.timedelta(days=deadline_days)
 
 
 def on_new_issuance(
@@ -296,30 +293,6 @@ def blocked_gate(reason: str, chargers: Sequence[ChargerView], *, deadline_at: d
         return GateDecision(True, True, f"deadline {deadline_at:%Y-%m-%d %H:%M} UTC reached; {reason}",
                             len(registered), len(registered), (), lacking)
     return GateDecision(False, False, reason, len(registered), len(registered), (), lacking)
-
-
-# -- which issued certificate a listener serves ------------------------------------------
-
-def served_choice(
-    *, current_id: int | None, served_id: int | None, served_not_after: dt.datetime | None,
-    decided_id: int | None, deadline_at: dt.datetime | None, deadline_days: float,
-    now: dt.datetime,
-) -> int | None:
-    """The issued certificate id a gated listener serves.
-
-    The gate's `served_id` while it is valid and before its deadline; else the
-    current one. A current issuance newer than `decided_id` (the engine has not
-    looked at it yet) is held back too, under the same limits, so a periodic
-    reload never slips past the gate.
-    """
-    if current_id is None or served_id is None or served_id == current_id:
-        return current_id
-    if served_not_after is None or served_not_after <= now:
-        return current_id
-    limit = deadline_at if decided_id == current_id else deadline_for(served_not_after, deadline_days)
-    if limit is not None and now >= limit:
-        return current_id
-    return served_id
 
 
 # -- status --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 This is the one place that chooses: the current issued certificate, unless the
 trust rollover holds it back on this listener (a `rollover_gate` row: chargers
 must first hold the roots the new chain ends at). Then the previous one is
-served while it is valid and before its deadline (`certd.rollover.gates.served_choice`).
+served while it is valid and before its deadline (`certd.serve.gate_choice.served_choice`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def served_certificate(session: Session, name: str, listener: str | None = None,
     if listener is None or current is None:
         return current
     from certd.store.rollover import RolloverGate
-    from certd.rollover.gates import served_choice
+    from certd.serve.gate_choice import served_choice
 
     gate = session.get(RolloverGate, (listener, name))
     if gate is None or gate.served_id is None or gate.served_id == current.id:

@@ -1,9 +1,11 @@
 """Fleet CA bundles: which CA certificates a fleet must trust, versioned, exported, pushed.
 
 Pure decisions (path building, bundle content, versions, diffs, Quectel checksums)
-live in `chains`, `bundles`, `quectel`; the I/O around them (store, files, HTTP)
-in `anchors`, `export`, `registry`, `outbox` and `track` (the entry point called
-after every issuance).
+live in `chains`, `bundles`, `quectel`; the I/O around them (store, files, pushes)
+in `anchors`, `chain_records`, `export`, `outbox` and `track` (the entry point called
+after every issuance). The seams: `formats` (export format -> renderer, per the table
+`certd.config.trust.EXPORT_FORMATS`) and `push` (registry kind -> push target, per
+`certd.config.trust.REGISTRY_KINDS`; `http_registry` is the `http` kind).
 """
 
 from certd.errors import CertdError

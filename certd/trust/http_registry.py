@@ -1,4 +1,4 @@
-"""POST one signed JSON document to a fleet registry and classify the answer.
+"""The `http` push target: POST one signed JSON document to a fleet registry, classify the answer.
 
 The body is signed with HMAC-SHA256 over its exact bytes (header
 ``<signature_header>: sha256=<hex>``) and carries an ``Idempotency-Key`` header
@@ -13,28 +13,18 @@ import hmac
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 
 from certd import __version__
-from certd.config.trust import RegistryConfig
+from certd.config.trust import HttpRegistryConfig
 from certd.errors import SecretError
 from certd.retry_after import retry_after_seconds
 from certd.secrets import read_secret
+from certd.trust.push import PushMessage, PushOutcome
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BODY_KEPT = 2000
 # 4xx answers that say "try again later" rather than "this request is wrong".
 TRANSIENT_4XX = {408, 425, 429}
-
-
-@dataclass(frozen=True)
-class PostOutcome:
-    """accepted (2xx), retry (5xx, transient 4xx, network), or rejected (other 4xx / 3xx)."""
-
-    outcome: str
-    status: int | None
-    detail: str
-    retry_after: float | None = None
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -59,7 +49,7 @@ def _source(env: str | None, file: str | None) -> str:
     return f"file {file}" if file else f"environment variable {env}"
 
 
-def _tls_context(registry: RegistryConfig) -> ssl.SSLContext | PostOutcome:
+def _tls_context(registry: HttpRegistryConfig) -> ssl.SSLContext | PushOutcome:
     """The TLS context for an https registry; an unreadable ca_file is a retry that names the file."""
     try:
         return ssl.create_default_context(cafile=registry.ca_file)
@@ -67,18 +57,22 @@ def _tls_context(registry: RegistryConfig) -> ssl.SSLContext | PostOutcome:
         why = exc.reason or type(exc).__name__
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-    return PostOutcome("retry", None, f"cannot load ca_file {registry.ca_file} of registry "
+    return PushOutcome("retry", None, f"cannot load ca_file {registry.ca_file} of registry "
                                       f"{registry.name}: {why}")
 
 
-def classify(status: int, body: str, retry_after: str | None = None) -> PostOutcome:
-    """Pure: what an HTTP answer means for the outbox."""
+def classify(status: int, body: str, retry_after: str | None = None) -> PushOutcome:
+    """Pure: what an HTTP answer means for the outbox.
+
+    accepted (2xx), retry (5xx, transient 4xx), or rejected (other 4xx / 3xx: a redirect is not
+    followed, it would re-send the signed body elsewhere).
+    """
     text = body.strip()[:MAX_BODY_KEPT]
     if 200 <= status < 300:
-        return PostOutcome("accepted", status, text)
+        return PushOutcome("accepted", status, text)
     if status >= 500 or status in TRANSIENT_4XX:
-        return PostOutcome("retry", status, text, retry_after_seconds(retry_after))
-    return PostOutcome("rejected", status, text)
+        return PushOutcome("retry", status, text, retry_after_seconds(retry_after))
+    return PushOutcome("rejected", status, text)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -86,7 +80,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect would re-send the signed body elsewhere: report it instead
 
 
-def post(registry: RegistryConfig, body: bytes, idempotency_key: str) -> PostOutcome:
+def post(registry: HttpRegistryConfig, body: bytes, idempotency_key: str) -> PushOutcome:
     """One POST; network errors and timeouts come back as `retry`, never as exceptions."""
     secret = read_secret(env=registry.hmac_secret_env, file=registry.hmac_secret_file,
                          what=f"HMAC secret of registry {registry.name}")
@@ -108,7 +102,7 @@ def post(registry: RegistryConfig, body: bytes, idempotency_key: str) -> PostOut
     handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
     if registry.url.startswith("https://"):
         context = _tls_context(registry)
-        if isinstance(context, PostOutcome):
+        if isinstance(context, PushOutcome):
             return context
         handlers.append(urllib.request.HTTPSHandler(context=context))
     opener = urllib.request.build_opener(*handlers)
@@ -121,4 +115,14 @@ def post(registry: RegistryConfig, body: bytes, idempotency_key: str) -> PostOut
         return classify(exc.code, text, exc.headers.get("Retry-After") if exc.headers else None)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        return PostOutcome("retry", None, f"cannot reach {registry.url}: {reason}")
+        return PushOutcome("retry", None, f"cannot reach {registry.url}: {reason}")
+
+
+class HttpRegistryTarget:
+    """`kind = "http"`: each delivery is one signed POST (see `post`)."""
+
+    def __init__(self, registry: HttpRegistryConfig) -> None:
+        self.registry = registry
+
+    def deliver(self, message: PushMessage) -> PushOutcome:
+        return post(self.registry, message.body, message.idempotency_key)

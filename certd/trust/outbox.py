@@ -1,11 +1,15 @@
-"""The registry outbox: deliveries queued in the store, sent until a 2xx, never duplicated.
+"""The registry outbox: deliveries queued in the store, sent until accepted, never duplicated.
 
 A delivery is enqueued in the same transaction as the bundle version it
 carries, with the exact body to send and its idempotency key. Senders claim a
 row with a short lease (so several certd processes can drive one outbox), log
-the attempt before the POST, and record the answer after it. A crash between
-POST and record leaves the row pending: the next send repeats the same body
+the attempt before the send, and record the answer after it. A crash between
+send and record leaves the row pending: the next send repeats the same body
 under the same key, and the registry drops the repeat.
+
+How a row is sent depends on its registry's kind and is none of this module's
+business: it hands a `PushMessage` to the registry's `PushTarget` (`certd.trust.push`)
+and records the `PushOutcome` (accepted, retry with backoff, rejected).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from certd.errors import CertdError
 from certd.store.db import session_scope
 from certd.store.trust import TrustBundleVersion, TrustDelivery, TrustDeliveryAttempt
 from certd.store.types import utcnow
-from certd.trust import http_registry as http
-from certd.trust.http_registry import PostOutcome
+from certd.trust import push
+from certd.trust.push import PushMessage, PushOutcome, PushTarget
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,8 @@ MAX_DELAY = 6 * 3600.0
 MAX_BACKOFF_EXPONENT = 8
 LEASE_MARGIN = 5.0
 
-Sender = Callable[[RegistryConfig, bytes, str], PostOutcome]
+# Builds the push target of a configured registry (tests pass their own).
+TargetFor = Callable[[RegistryConfig], PushTarget]
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> dt.timedelta:
@@ -146,7 +151,7 @@ def _claim(engine: sa.Engine, delivery_id: int, now: dt.datetime, lease: dt.time
         return delivery, attempt.id
 
 
-def _record(engine: sa.Engine, delivery_id: int, attempt_id: int, result: PostOutcome,
+def _record(engine: sa.Engine, delivery_id: int, attempt_id: int, result: PushOutcome,
             now: dt.datetime) -> DeliveryReport:
     with session_scope(engine) as session:
         delivery = session.get(TrustDelivery, delivery_id)
@@ -159,11 +164,11 @@ def _record(engine: sa.Engine, delivery_id: int, attempt_id: int, result: PostOu
         delivery.last_status = result.status
         delivery.lease_until = None
         next_at: dt.datetime | None = None
-        if result.outcome == "accepted":
+        if result.outcome == push.ACCEPTED:
             delivery.state = DELIVERED
             delivery.delivered_at = now
             delivery.last_error = None
-        elif result.outcome == "rejected":
+        elif result.outcome == push.REJECTED:
             delivery.state = REJECTED
             delivery.last_error = result.detail or f"HTTP {result.status}"
         else:
@@ -191,17 +196,22 @@ def safe_failure(registry: RegistryConfig, exc: Exception) -> str:
             "(details withheld: they may contain a header value)")
 
 
-def _send(sender: Sender, registry: RegistryConfig, delivery: TrustDelivery) -> PostOutcome:
+def _send(target_for: TargetFor, registry: RegistryConfig, delivery: TrustDelivery) -> PushOutcome:
     """One send; any failure becomes a retry with backoff, so a broken registry never jams the rest."""
     try:
-        return sender(registry, delivery.body.encode(), delivery.idempotency_key)
+        result = target_for(registry).deliver(
+            PushMessage(registry.name, delivery.idempotency_key, delivery.body.encode()))
     except Exception as exc:  # noqa: BLE001 - per row: record, back off, go on with the others
-        return PostOutcome("retry", None, safe_failure(registry, exc))
+        return PushOutcome(push.RETRY, None, safe_failure(registry, exc))
+    if result.outcome not in push.OUTCOMES:
+        return PushOutcome(push.RETRY, result.status, f"registry {registry.name}: its target answered "
+                                                 f"{result.outcome!r}, not accepted/retry/rejected")
+    return result
 
 
 def deliver(
     config: Config, engine: sa.Engine, *, now: dt.datetime | None = None, force: bool = False,
-    ids: list[int] | None = None, sender: Sender = http.post,
+    ids: list[int] | None = None, target_for: TargetFor = push.target_for,
 ) -> list[DeliveryReport]:
     """Send due deliveries (all pending and rejected ones with `force`); one report per row tried."""
     now = now or utcnow()
@@ -228,9 +238,9 @@ def deliver(
         if claimed is None:
             continue  # another process holds it or delivered it meanwhile
         delivery, attempt_id = claimed
-        result = _send(sender, registry, delivery)
+        result = _send(target_for, registry, delivery)
         report = _record(engine, delivery_id, attempt_id, result, now)
-        level = logging.INFO if report.outcome == "accepted" else logging.WARNING
+        level = logging.INFO if report.outcome == push.ACCEPTED else logging.WARNING
         log.log(level, "fleet registry delivery %s", report.line())
         reports.append(report)
     return reports

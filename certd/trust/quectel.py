@@ -6,6 +6,8 @@ big-endian 16-bit words, an odd last byte being the high byte of a final word
 (Quectel FILE AT Commands Manuals, BG96/UGxx; confirmed by a 1187-byte upload
 answered ``2d19`` on the Quectel forum). The technician compares it with the
 value printed in the script before configuring the SSL context.
+
+`KIT` is the `quectel` export format: the CA file to upload plus that script.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from certd.config.trust import QuectelConfig
+from certd.trust.formats import Renderer, VersionToExport
 
 
 def xor16(data: bytes) -> int:
@@ -71,3 +74,31 @@ def provisioning_script(
     if cfg.ciphersuite:
         lines.append(f'AT+QSSLCFG="ciphersuite",{ctx},{cfg.ciphersuite}')
     return QuectelScript("\n".join(lines) + "\n", cfg.file_name, size, checksum)
+
+
+def quectel_local_name(version: VersionToExport, cfg: QuectelConfig) -> str:
+    """The kit's CA file on disk: per bundle and flavour, so two kits can share a directory.
+
+    The module still stores it as ``UFS:<file_name>``; only the local copy is named apart
+    (two kits writing one ``ca.pem`` would leave one AT script expecting the other's size).
+    """
+    return f"{version.stem}.{cfg.file_name}"
+
+
+def _kit(version: VersionToExport, cfg: QuectelConfig) -> dict[str, bytes]:
+    data = version.pem.encode("ascii")
+    local = quectel_local_name(version, cfg)
+    script = provisioning_script(
+        data, cfg, bundle=version.bundle, flavour=version.flavour, version=version.seq,
+        sha256=version.sha256, count=version.pem.count("BEGIN CERTIFICATE"), local_name=local,
+    )
+    return {local: data, f"{version.stem}.quectel.at": script.text.encode()}
+
+
+def _upload_hint(version: VersionToExport, cfg: QuectelConfig) -> str:
+    data = version.pem.encode()
+    return (f"upload {quectel_local_name(version, cfg)} as UFS:{cfg.file_name}: {len(data)} bytes; "
+            f"the module must answer +QFUPL: {len(data)},{format_checksum(xor16(data))}")
+
+
+KIT = Renderer(_kit, hint=_upload_hint)

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 from certd.store.trust import TrustBundleVersion
 from certd.trust import TrustError
 from certd.trust.bundles import BundleDiff, CertSummary, diff_summaries
-from certd.trust.export import VersionToExport
+from certd.trust.formats import VersionToExport
 
 
 def latest(session: Session, bundle: str, flavour: str) -> TrustBundleVersion | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from certd.cli import main
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 
 
 @pytest.fixture
@@ -50,8 +51,7 @@ def test_unknown_names_across_sections_fail_the_check(check, capsys) -> None:  #
     assert check(replace=('[[trust.bundles]]\nname = "fleet"\n',
                           '[[trust.bundles]]\nname = "fleet"\ncertificates = ["nope"]\n')) == 2
     assert "trust.bundles[0].certificates[0]: no certificate named 'nope'" in capsys.readouterr().err
-    listener = ('[ocpp]\n[[ocpp.listeners]]\nname = "l"\nhost = "local.example.com"\nport = 9000\n'
-                'certificates = ["other"]\n')
+    listener = ocpp_toml([ocpp_listener("l", "local.example.com", port=9000, certificates=["other"])])
     assert check(extra=listener) == 2
     assert "ocpp.listeners[0].certificates[0]: no [[certificates]] entry named 'other'" in capsys.readouterr().err
 

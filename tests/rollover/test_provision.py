@@ -11,16 +11,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
 from certd.ocpp import charger_registry
-from certd.rollover.provision import (
-    Provisioner, cert_hash_data, hash_index, match_installed, normalize_serial, parse_hash_data,
-)
+from certd.ocpp.calls import normalize_serial, parse_hash_data
+from certd.rollover.hashdata import cert_hash_data, hash_index, match_installed
+from certd.rollover.provision import Provisioner
 from certd.ocpp.service import OcppService
 from certd.trust.certs import from_x509
 from tests.ocpp.conftest import HOST, make_config
-from tests.ocpp.pki import MiniCA, store_current
+from tests.pki import MiniCA, store_current
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
-from tests.trust import pki
+from tests import pki
 
 
 # -- CertID hash data (pure) -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from certd.store.types import utcnow
 from certd.trust import outbox, versions
 from certd.trust.quectel import format_checksum, xor16
 from certd.trust.track import on_issued, refresh_bundles
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml, toml_str
 from tests.trust.registry_server import RegistryServer
 
@@ -132,15 +132,16 @@ def test_registry_with_missing_ca_file_backs_off_and_does_not_starve_the_next(
     assert outbox.deliver(config, world.engine, now=now + dt.timedelta(seconds=1)) == []  # backed off
 
 
-def test_any_sender_exception_is_a_recorded_retry(world, tmp_path, monkeypatch) -> None:
+def test_any_push_target_exception_is_a_recorded_retry(world, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CERTD_TEST_FAILURE_AUTH", "Bearer good")
     config = world.config(bundle_toml(world.anchors_dir, registries=_registries(tmp_path, "http://127.0.0.1:9/x")))
     _issue_one(world, config)
 
-    def crashing_sender(registry, body, key):
-        raise RuntimeError(f"secret-looking {TOKEN_PART}")
+    class CrashingTarget:
+        def deliver(self, message):
+            raise RuntimeError(f"secret-looking {TOKEN_PART}")
 
-    reports = outbox.deliver(config, world.engine, sender=crashing_sender)
+    reports = outbox.deliver(config, world.engine, target_for=lambda registry: CrashingTarget())
     assert [r.outcome for r in reports] == ["retry", "retry"]
     assert all("RuntimeError" in r.detail and TOKEN_PART not in r.detail for r in reports)
     with session_scope(world.engine) as session:
