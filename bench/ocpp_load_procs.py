@@ -100,6 +100,12 @@ def step_report(totals: dict[str, list[float]]) -> dict[str, str]:
             for name, (seconds, calls, longest) in totals.items() if calls}
 
 
+def first_contact_stats(service) -> dict | None:  # type: ignore[no-untyped-def]
+    """The registrar's counters (None on a certd from before first-contact batching)."""
+    registrar = getattr(service.shared, "first_contact", None)
+    return registrar.stats.as_dict() if registrar is not None else None
+
+
 def server_child(config_path: str) -> int:
     """Runs OcppService like `certd serve`; answers 'stats' / 'quit' on stdin."""
     import logging
@@ -166,7 +172,7 @@ def server_child(config_path: str) -> int:
                     "served": [s.serial for s in service.served("bench")],
                     "loop": type(loop).__module__.split(".")[0], "rsa_per_s": speed,
                     "reloads": reloads,
-                    "first_contact": service.shared.first_contact.stats.as_dict(),
+                    "first_contact": first_contact_stats(service),
                     "steps": step_report(step_totals),
                 }), flush=True)
                 gc_pauses.clear()

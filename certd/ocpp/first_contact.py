@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -52,8 +53,9 @@ _AUDIT = ChargerAuditEvent.__table__  # type: ignore[attr-defined]
 RETRY_DELAY = 1.0
 
 
+@functools.cache
 def _insert_new_rows(dialect: str) -> sa.Insert:
-    """INSERT that skips ids already in the store and returns the ids it did insert."""
+    """INSERT that skips ids already in the store and returns the ids it did insert (built once)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
