@@ -100,7 +100,7 @@ class FirstContactRegistrar:
         engine: sa.Engine,
         heartbeat_class: str,
         *,
-        min_interval: float = 0.05,
+        min_interval: float = 0.1,
         max_batch: int = 500,
         on_lost: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
