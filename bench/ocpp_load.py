@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ocpp_load_procs import (  # noqa: E402  (bench/ is this script's directory)
     HOST, ROOT, charger_id, client_process, password_for, server_child,
 )
-from ocpp_load_report import report, report_comparison  # noqa: E402
+from ocpp_load_report import report, report_comparison, report_rounds  # noqa: E402
 
 CHARGER_PREFIX = "BENCH"
 
@@ -203,7 +203,9 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
     from certd.store.db import make_engine
 
     workdir = Path(tempfile.mkdtemp(prefix="certd-ocpp-bench-"))
-    fresh_count = int(args.fresh_rate * 6)
+    # --compare skips the reload phase (its table shows the ramp): shorter runs, more rounds.
+    reloading = not args.compare
+    fresh_count = int(args.fresh_rate * 6) if reloading else 0
     what = f"unknown to the store (unknown_chargers = {args.policy})" if unknown else "registered"
     print(f"{args.chargers} chargers (+{fresh_count} fresh), {what}, in {workdir} ...", flush=True)
     config, ca, url = prepare_world(workdir, args.chargers + fresh_count, args, unknown)
@@ -214,8 +216,8 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
         ramp_end = t0 + args.chargers / args.rate
         steady_start = ramp_end + args.settle
         steady_end = steady_start + args.hold
-        reload_at = steady_end + 4.0
-        end_at = reload_at + 8.0
+        reload_at = steady_end + 4.0 if reloading else steady_end
+        end_at = reload_at + 8.0 if reloading else steady_end + 0.5
         ramp = [(charger_id(i, CHARGER_PREFIX), t0 + i / args.rate) for i in range(args.chargers)]
         fresh = [(charger_id(args.chargers + j, CHARGER_PREFIX), reload_at - 3.0 + j / args.fresh_rate)
                  for j in range(fresh_count)]
@@ -246,14 +248,16 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
         sleep_until(steady_end)
         after_steady = server.stats()
 
-        engine = make_engine(url)
-        # The certificate fresh clients get: RSA under gsm, ECDSA under modern (TLS 1.3 clients).
-        renewed, key_type = ("bench-rsa", "rsa") if args.profile == "gsm" else ("bench-ec", "ec")
-        new_leaf = ca.issue([HOST], key_type)
-        sleep_until(reload_at)
-        store_current(engine, renewed, new_leaf)
-        engine.dispose()
-        server.process.send_signal(signal.SIGHUP)
+        new_leaf = None
+        if reloading:
+            engine = make_engine(url)
+            # The certificate fresh clients get: RSA under gsm, ECDSA under modern (TLS 1.3).
+            renewed, key_type = ("bench-rsa", "rsa") if args.profile == "gsm" else ("bench-ec", "ec")
+            new_leaf = ca.issue([HOST], key_type)
+            sleep_until(reload_at)
+            store_current(engine, renewed, new_leaf)
+            engine.dispose()
+            server.process.send_signal(signal.SIGHUP)
         sleep_until(end_at)
         after_reload = server.stats()
         results = []
@@ -276,7 +280,7 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
         return sum(r[key] for r in results)
 
     ends = sorted(merged("handshake_end"))
-    ramp_ends = [e for e in ends if e <= reload_at - 3.0]
+    ramp_ends = [e for e in ends if e <= reload_at - 3.0] if reloading else ends
     steady, ramp_rtt = merged("rtt_steady"), merged("rtt_ramp")
     steady_cpu = after_steady["cpu"] - at_steady["cpu"]
     ramp_cpu = after_ramp["cpu"] - before_ramp["cpu"]
@@ -299,7 +303,7 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
         "rss_per_conn": (at_steady["rss_kib"] - base["rss_kib"]) / max(1, at_steady["connected"]),
         "fresh_serials": fresh_serials, "reasons": reasons,
         "reloads": after_reload["reloads"], "served": after_reload["served"],
-        "new_serial": f"{new_leaf.serial}",
+        "new_serial": f"{new_leaf.serial}" if new_leaf else None,
         "gc_max": max(s["gc_max"] for s in (after_ramp, at_steady, after_steady, after_reload)),
         "gc_steady": after_steady["gc_max"], "gc_ramp": after_ramp["gc_total"] / max(1, args.chargers),
         "failed_ramp": total("failed_ramp"), "failed_reload": total("failed_reload"),
@@ -340,9 +344,13 @@ def main() -> int:
     if not 1 <= args.chargers <= 20000 or args.hold > 600 or not 1 <= args.rounds <= 5:
         parser.error("bounded runs only: 1-20000 chargers, --hold <= 600 s, 1-5 rounds")
     if args.compare:
+        pairs = []
         for _ in range(args.rounds):  # alternating, so a shared host's load swings hit both
             known = run(args, unknown=False)
-            report_comparison(known, run(args, unknown=True), args)
+            pairs.append((known, run(args, unknown=True)))
+            report_comparison(*pairs[-1], args)
+        if len(pairs) > 1:
+            report_rounds(pairs)
     else:
         report(run(args, unknown=args.unknown), args)
     return 0

@@ -104,7 +104,7 @@ def report_comparison(known: dict, unknown: dict, args: argparse.Namespace) -> N
     rows = [
         both("chargers connected (server view)", lambda m: f"{m['connected']} / {m['chargers']}"),
         both("ramp: connections per second", lambda m: f"{m['achieved']:.0f}/s"),
-        both("ramp + reload: failed handshakes", lambda m: f"{m['failed_ramp']} + {m['failed_reload']}", "0"),
+        both("failed handshakes", lambda m: f"{m['failed_ramp'] + m['failed_reload']}", "0"),
         both("TLS+WebSocket handshake p50", lambda m: ms(percentile(m["handshakes"], 50))),
         both("TLS+WebSocket handshake p99", lambda m: ms(percentile(m["handshakes"], 99)),
              f"unknown <= 1.5x known: {p99_ratio:.2f}x"),
@@ -129,3 +129,17 @@ def report_comparison(known: dict, unknown: dict, args: argparse.Namespace) -> N
             print(f"handshake steps, ramp ({label}): {m['steps']}")
         if m["reasons"]:
             print(f"failure reasons ({label}): {m['reasons']}")
+
+
+def report_rounds(pairs: list[tuple[dict, dict]]) -> None:
+    """One line per --compare round, and the median: a shared host's load differs run to run."""
+    ratios = []
+    print()
+    print("round  known p50 / p99 / CPU cores   unknown p50 / p99 / CPU cores   p99 unknown / known")
+    for n, (known, unknown) in enumerate(pairs, 1):
+        ratio = percentile(unknown["handshakes"], 99) / percentile(known["handshakes"], 99)
+        ratios.append(ratio)
+        cells = [f"{ms(percentile(m['handshakes'], 50))} / {ms(percentile(m['handshakes'], 99))} / "
+                 f"{m['ramp_cpu'] / m['ramp_wall']:.2f}" for m in (known, unknown)]
+        print(f"{n:<5}  {cells[0]:<28}  {cells[1]:<30}  {ratio:.2f}x")
+    print(f"median p99 ratio over {len(ratios)} rounds: {percentile(ratios, 50):.2f}x (target <= 1.5x)")

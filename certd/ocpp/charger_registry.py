@@ -9,6 +9,7 @@ chargers heartbeating do not mean 1,000 commits a second.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -44,14 +45,21 @@ class ChargerExists(Exception):
     pass
 
 
+# Batch writes run here, not in the loop's default executor: that one's few threads (cpu + 4)
+# serve the handshakes' registry reads and argon2 checks, which a write held for tens of
+# milliseconds (commit, fsync) would queue behind. Store writes are serialized anyway.
+_STORE_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                      thread_name_prefix="certd-store-writer")
+
+
 async def write_in_thread(write: Callable[..., T], *args: Any) -> tuple[asyncio.Future[T], bool]:
-    """Run a store write in a worker thread; wait for its outcome even when cancelled meanwhile.
+    """Run a store write in the writer thread; wait for its outcome even when cancelled meanwhile.
 
     A thread cannot be stopped: a batch it may have committed must not be put back and written
     twice (audit events, first-contact rows). Returns the settled future and whether a
     cancellation arrived, for the caller to re-raise once the batch is accounted for.
     """
-    future = asyncio.ensure_future(asyncio.to_thread(write, *args))
+    future = asyncio.get_running_loop().run_in_executor(_STORE_WRITER, write, *args)
     cancelled = False
     while not future.done():
         try:
