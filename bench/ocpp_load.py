@@ -53,7 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ocpp_load_procs import (  # noqa: E402  (bench/ is this script's directory)
     HOST, ROOT, charger_id, client_process, password_for, server_child,
 )
-from ocpp_load_report import report, report_comparison, report_rounds  # noqa: E402
+from ocpp_load_report import (  # noqa: E402
+    report, report_comparison, report_mixed, report_rounds,
+)
 
 CHARGER_PREFIX = "BENCH"
 
@@ -87,7 +89,8 @@ def prepare_world(workdir: Path, total: int, args: argparse.Namespace, unknown: 
     table = Charger.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:  # a reused --db-url: only this benchmark's own rows go
         conn.execute(sa.delete(table).where(table.c.charger_id.like(f"{CHARGER_PREFIX}*%")))
-    ids = [] if unknown else [charger_id(i, CHARGER_PREFIX) for i in range(total)]
+    ids = [] if unknown else [charger_id(i, CHARGER_PREFIX) for i in range(total)
+                              if not (args.mixed and i in mixed_unknown(args))]
     if args.auth == "password" and ids:
         chunks = [ids[i::2] for i in range(2)]
         with mp.get_context("fork").Pool(2) as pool:
@@ -98,7 +101,7 @@ def prepare_world(workdir: Path, total: int, args: argparse.Namespace, unknown: 
         session.add_all(Charger(charger_id=cid, password_hash=h, heartbeat_class="gsm")
                         for cid, h in hashed)
     engine.dispose()
-    if unknown:
+    if unknown or args.mixed:
         policy = args.policy
     else:
         policy = "reject" if args.auth == "password" else "accept"
@@ -134,6 +137,11 @@ tls_profile = "{args.profile}"
 paths = ["/ocpp/{{id}}"]
 ''')
     return config, ca, url
+
+
+def mixed_unknown(args: argparse.Namespace) -> range:
+    """--mixed: the ramp's odd-numbered chargers are unknown to the store, the even ones known."""
+    return range(1, args.chargers, 2)
 
 
 def count_rows(url: str) -> dict[str, int]:
@@ -203,10 +211,12 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
     from certd.store.db import make_engine
 
     workdir = Path(tempfile.mkdtemp(prefix="certd-ocpp-bench-"))
-    # --compare skips the reload phase (its table shows the ramp): shorter runs, more rounds.
-    reloading = not args.compare
+    # --compare and --mixed skip the reload phase (their tables show the ramp): shorter runs.
+    reloading = not (args.compare or args.mixed)
     fresh_count = int(args.fresh_rate * 6) if reloading else 0
-    what = f"unknown to the store (unknown_chargers = {args.policy})" if unknown else "registered"
+    what = (f"unknown to the store (unknown_chargers = {args.policy})" if unknown
+            else f"every other one unknown (unknown_chargers = {args.policy})" if args.mixed
+            else "registered")
     print(f"{args.chargers} chargers (+{fresh_count} fresh), {what}, in {workdir} ...", flush=True)
     config, ca, url = prepare_world(workdir, args.chargers + fresh_count, args, unknown)
     server = Server(config, args.loop)
@@ -229,6 +239,8 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
                 "port": server.port, "ca_pem": ca.root_pem, "client_ciphers": client_ciphers,
                 "send_password": args.auth == "password",
                 "ramp": ramp[k::args.clients], "fresh": fresh[k::args.clients],
+                "unknown": [charger_id(i, CHARGER_PREFIX) for i in mixed_unknown(args)]
+                if args.mixed else [],
                 "heartbeat": args.heartbeat, "steady_start": steady_start,
                 "steady_end": steady_end, "reload_at": reload_at, "end_at": end_at,
             }
@@ -296,6 +308,7 @@ def run(args: argparse.Namespace, unknown: bool) -> dict:
         "connected": after_ramp["connected"],
         "achieved": (len(ramp_ends) - 1) / (ramp_ends[-1] - t0) if len(ramp_ends) > 1 else float("nan"),
         "handshakes": merged("handshakes"), "steady": steady, "ramp_rtt": ramp_rtt,
+        "handshakes_unknown": merged("handshakes_unknown"),
         "per_heartbeat": steady_cpu / len(steady) if steady else 0.0,
         "ramp_cpu": ramp_cpu, "ramp_wall": after_ramp["wall"] - before_ramp["wall"],
         "loop_share": (after_ramp["loop_cpu"] - before_ramp["loop_cpu"]) / ramp_cpu if ramp_cpu else 0.0,
@@ -331,6 +344,8 @@ def main() -> int:
                       help="first contact: no charger is in the store; each registers itself")
     mode.add_argument("--compare", action="store_true",
                       help="known chargers, then unknown ones, at the same rate; one table")
+    mode.add_argument("--mixed", action="store_true",
+                      help="one ramp, every other charger unknown: both under the same host load")
     parser.add_argument("--policy", choices=["accept", "register"], default="accept",
                         help="unknown_chargers for --unknown / --compare")
     parser.add_argument("--rounds", type=int, default=1, help="--compare: known/unknown pairs run")
@@ -351,6 +366,8 @@ def main() -> int:
             report_comparison(*pairs[-1], args)
         if len(pairs) > 1:
             report_rounds(pairs)
+    elif args.mixed:
+        report_mixed(run(args, unknown=False), args)
     else:
         report(run(args, unknown=args.unknown), args)
     return 0

@@ -217,7 +217,8 @@ async def _client(spec: dict) -> dict:
     if spec["client_ciphers"]:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(spec["client_ciphers"])
-    stats = {"handshakes": [], "handshake_end": [], "rtt_steady": [], "rtt_ramp": [],
+    unknown = set(spec.get("unknown", ()))  # --mixed: these ids are not in the store
+    stats = {"handshakes": [], "handshakes_unknown": [], "handshake_end": [], "rtt_steady": [], "rtt_ramp": [],
              "failed_ramp": 0, "failed_reload": 0, "drops": 0, "drops_reload": 0,
              "fresh_ok": 0, "fresh_serials": {}, "fail_reasons": {}}
     stopping = asyncio.Event()
@@ -245,7 +246,7 @@ async def _client(spec: dict) -> dict:
             stats["fail_reasons"][reason] = stats["fail_reasons"].get(reason, 0) + 1
             return
         elapsed = time.perf_counter() - began
-        stats["handshakes"].append(elapsed)
+        stats["handshakes_unknown" if cid in unknown else "handshakes"].append(elapsed)
         stats["handshake_end"].append(time.time())
         if fresh:
             der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)

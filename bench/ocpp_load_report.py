@@ -143,3 +143,30 @@ def report_rounds(pairs: list[tuple[dict, dict]]) -> None:
                  f"{m['ramp_cpu'] / m['ramp_wall']:.2f}" for m in (known, unknown)]
         print(f"{n:<5}  {cells[0]:<28}  {cells[1]:<30}  {ratio:.2f}x")
     print(f"median p99 ratio over {len(ratios)} rounds: {percentile(ratios, 50):.2f}x (target <= 1.5x)")
+
+
+def report_mixed(m: dict, args: argparse.Namespace) -> None:
+    """One ramp, known and first-contact chargers interleaved: the same host load for both."""
+    known, unknown = m["handshakes"], m["handshakes_unknown"]
+    ratio = percentile(unknown, 99) / percentile(known, 99)
+    rows = [
+        ("chargers connected (server view)", f"{m['connected']} / {m['chargers']}", ""),
+        ("ramp: connections per second", f"{m['achieved']:.0f}/s (asked {args.rate:.0f}/s)", ""),
+        ("failed handshakes", f"{m['failed_ramp']}", "0"),
+        ("handshake p50: known / unknown", f"{ms(percentile(known, 50))} / {ms(percentile(unknown, 50))}", ""),
+        ("handshake p99: known / unknown", f"{ms(percentile(known, 99))} / {ms(percentile(unknown, 99))}",
+         f"unknown <= 1.5x known: {ratio:.2f}x"),
+        ("server CPU in the ramp (cores)", f"{m['ramp_cpu'] / m['ramp_wall']:.2f}", ""),
+        ("server CPU per new connection", f"{per_connection_cpu(m) * 1000:.2f} ms", ""),
+        ("heartbeat RTT p99 during ramp", ms(percentile(m["ramp_rtt"], 99)), ""),
+        ("store: charger rows after a clean stop", rows_text(m["rows_after_stop"]), f"{m['chargers']}"),
+    ]
+    print()
+    print(header(args, m["base"]))
+    print(f"one ramp: {len(known)} known chargers (in the store with their password) and "
+          f"{len(unknown)} unknown ones (unknown_chargers = {args.policy}) interleaved")
+    print_table(rows, ("metric", "measured", "target"))
+    if m["first_contact"]:
+        print(f"first-contact registrar: {m['first_contact']}")
+    if m["reasons"]:
+        print(f"failure reasons: {m['reasons']}")
