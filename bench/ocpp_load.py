@@ -5,6 +5,7 @@
     .venv/bin/python bench/ocpp_load.py --chargers 500 --hold 10   # quick look
     .venv/bin/python bench/ocpp_load.py --unknown         # first contact: chargers not in the store
     .venv/bin/python bench/ocpp_load.py --compare --chargers 1000 --hold 5   # known vs unknown
+    .venv/bin/python bench/ocpp_load.py --mixed --chargers 1000   # both in one ramp
 
 What runs
 - a server process: certd's OcppService (the code `certd serve` runs, with the
@@ -31,8 +32,11 @@ heartbeat RTT p50/p99 with all N connected, the longest server GC pause, failed
 handshakes / dropped connections across the reload, and (first contact) the
 charger rows in the store 3 s after the ramp and after a clean stop.
 `--compare` runs a server with known chargers, then one with unknown ones, at
-the same rate, and prints the two side by side. Loopback only; every phase is
-bounded in time.
+the same rate, and prints the two side by side (`--rounds N` alternates N pairs
+and prints the median: a shared host's load changes from run to run); `--mixed`
+interleaves known and unknown chargers in one ramp of one server, so both see
+the same host load (and share the server's queues). Both skip the reload phase.
+Loopback only; every phase is bounded in time.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ocpp_load_procs import (  # noqa: E402  (bench/ is this script's directory)
+from _ocpp_load.procs import (  # noqa: E402  (bench/ is this script's directory)
     HOST, ROOT, charger_id, client_process, password_for, server_child,
 )
-from ocpp_load_report import (  # noqa: E402
+from _ocpp_load.report import (  # noqa: E402
     report, report_comparison, report_mixed, report_rounds,
 )
 
