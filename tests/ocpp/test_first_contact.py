@@ -48,15 +48,23 @@ def _registered_events(engine) -> list[str]:  # type: ignore[no-untyped-def]
             select(ChargerAuditEvent).where(ChargerAuditEvent.kind == "registered"))]
 
 
+REPLACED = "replaced"  # _boot: a newer connection of the same id took over before the answer
+
+
 async def _boot(service, ca, charger_id: str, password: str) -> str:  # type: ignore[no-untyped-def]
     """Connect as `charger_id`, send a BootNotification, return its status."""
     # Hundreds of handshakes at once on a busy test machine: a generous open timeout.
     async with connect(ws_url(service, f"/ocpp/{charger_id}"), ssl=client_context(ca),
                        server_hostname=HOST, subprotocols=["ocpp1.6"],
                        additional_headers=basic(charger_id, password), open_timeout=50) as ws:
-        await ws.send(json.dumps([2, "b", "BootNotification", {
-            "chargePointVendor": "FirstVendor", "chargePointModel": "FC-1"}]))
-        return str(json.loads(await ws.recv())[2]["status"])
+        try:
+            await ws.send(json.dumps([2, "b", "BootNotification", {
+                "chargePointVendor": "FirstVendor", "chargePointModel": "FC-1"}]))
+            return str(json.loads(await ws.recv())[2]["status"])
+        except ConnectionClosed:
+            if ws.close_code == 1000 and ws.close_reason == "replaced by a new connection":
+                return REPLACED
+            raise
 
 
 async def _status(service, ca, charger_id: str, password: str) -> int:  # type: ignore[no-untyped-def]
@@ -83,7 +91,12 @@ def test_300_new_chargers_at_once_get_one_row_each_in_batches(ca, ca_file, store
             registrar = service.shared.first_contact
             statuses = await asyncio.gather(*(_boot(service, ca, cid, _password(cid))
                                               for cid in attempts))
-            assert statuses == [boot_status] * len(attempts)
+            assert statuses[50:len(ids)] == [boot_status] * (len(ids) - 50)
+            # Of two connections with one id the later one replaces the earlier (maybe before
+            # the earlier got its answer); both were admitted, one row was written.
+            for first, second in zip(statuses[:50], statuses[len(ids):]):
+                assert boot_status in (first, second)
+                assert {first, second} <= {boot_status, REPLACED}
             # Written by the registrar's own task, without a flush from outside, within seconds.
             for _ in range(100):
                 if len(await asyncio.to_thread(_rows, store)) == len(ids):
