@@ -34,7 +34,7 @@ audit_log = logging.getLogger("certd.audit")
 __all__ = [
     "REGISTRATION_ACCEPTED", "REGISTRATION_PENDING", "ChargerRecord", "RegistryWriter",
     "lookup", "insert_charger", "remove_charger", "set_password_hash", "list_chargers",
-    "clear_node", "record_audit",
+    "clear_node", "record_audit", "UnwrittenRows", "write_in_thread",
 ]
 
 
