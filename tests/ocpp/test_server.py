@@ -204,6 +204,7 @@ def test_unknown_charger_policies(ca, ca_file, world, policy, expected_status, e
             async with open_ws(service, "/ocpp/NEW-001", ca, headers=headers) as ws:
                 async with charge_point(ws, "ocpp1.6", "NEW-001") as cp:
                     assert (await cp.call(boot16())).status == expected_status
+            await service.shared.writer.flush()  # first-contact rows are written in batches
             record = charger_registry.lookup(world, "NEW-001")
             assert record.registration == expected_registration
             assert auth.verify_password(record.password_hash, "first-use-password-42")
