@@ -29,7 +29,7 @@ from sqlmodel import select
 
 from certd.config.trust import MqttRegistryConfig
 from certd.mqtt import names
-from certd.mqtt.client import printable
+from certd.mqtt.names import printable
 from certd.store.db import session_scope
 from certd.store.mqtt import MqttDeviceAck
 from certd.store.trust import TrustBundleVersion

@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 from certd.config.mqtt import MqttConfig
 from certd.errors import CertdError
 from certd.mqtt import names
+from certd.mqtt.names import printable
 from certd.secrets import read_secret
 from certd.store.mqtt import MQTT_CONNECTED, MQTT_CONNECTING, MQTT_DISCONNECTED, MQTT_STOPPED
 from certd.store.types import utcnow
@@ -49,6 +50,7 @@ protocol_log = logging.getLogger("certd.mqtt.protocol")
 ONLINE, OFFLINE = "online", "offline"
 LOG_AGAIN_EVERY = 10  # an unchanged connect failure is logged at warning level every N attempts
 CLOSE_TIMEOUT = 3.0
+PENDING_CALLS_WARNING = 1000
 
 
 class _EscapeArgs(logging.Filter):
@@ -58,11 +60,6 @@ class _EscapeArgs(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(printable(a) if isinstance(a, (str, bytes)) else a for a in record.args)
         return True
-
-
-def printable(value: str | bytes) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 protocol_log.addFilter(_EscapeArgs())
@@ -186,6 +183,7 @@ async def open_client(settings: MqttConfig, node: str, **kwargs: Any) -> tuple[a
     password = await asyncio.to_thread(read_password, settings)
     context = await asyncio.to_thread(tls_context, settings) if settings.tls else None
     client = aiomqtt.Client(password=password, tls_context=context, **client_options(settings, node, **kwargs))
+    client.pending_calls_threshold = PENDING_CALLS_WARNING  # aiomqtt warns past 10 PUBACKs awaited at once
     return client, password
 
 

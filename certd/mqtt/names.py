@@ -14,6 +14,12 @@ import re
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+def printable(value: str | bytes) -> str:
+    """A device-supplied string as one log or terminal line: control characters escaped."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def slug(name: str) -> str:
     """`name` as an id: itself when safe, else its safe characters plus 6 hex of its hash."""
     cleaned = _UNSAFE.sub("_", name).strip("_") or "x"

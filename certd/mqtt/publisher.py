@@ -27,6 +27,7 @@ class RetainedPublisher:
         self._keep = keep  # never emptied (the availability topic)
         self._have_wanted = False
         self._stale: set[str] = set()
+        self._seen_early: set[str] = set()  # retained before the first `want`: judged then
 
     @property
     def wanted(self) -> dict[str, str]:
@@ -36,6 +37,8 @@ class RetainedPublisher:
         self._wanted = {**configs, **states}
         self._configs = set(configs)
         self._have_wanted = True
+        self._stale |= {t for t in self._seen_early if t not in self._wanted}
+        self._seen_early.clear()
 
     def forget(self) -> None:
         """A new session: the broker may have lost anything (no persistence); send all again."""
@@ -50,9 +53,11 @@ class RetainedPublisher:
 
     def seen(self, topic: str, payload: bytes) -> None:
         """A retained message on an owned topic: empty it at the next sync unless it is wanted."""
-        if not self._have_wanted or topic in self._keep or not payload:
+        if topic in self._keep or not payload:
             return
-        if topic not in self._wanted:
+        if not self._have_wanted:
+            self._seen_early.add(topic)
+        elif topic not in self._wanted:
             self._stale.add(topic)
 
     def pending(self) -> bool:

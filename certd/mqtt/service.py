@@ -285,7 +285,7 @@ class MqttService:
         if message.topic.matches(ha.owned_config_filter(self._owned)) or \
                 message.topic.matches(ha.owned_state_filter(self._owned)):
             self.publisher.seen(topic, payload)
-            if self.publisher.pending() and self.ready:
+            if self.publisher.pending():
                 self._changed.set()
             return
         for registry in push.mqtt_registries(config):
