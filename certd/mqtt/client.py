@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -95,13 +96,13 @@ def describe_failure(exc: BaseException, settings: MqttConfig, password: str | N
     where = f"broker {settings.broker()}"
     if isinstance(exc, MqttSetupError):
         text = str(exc)
-    elif isinstance(exc, aiomqtt.MqttConnectError):
+    elif isinstance(exc, MqttConnectError):
         code = getattr(exc.rc, "value", exc.rc)
+        user = f"user {settings.username!r}" if settings.username else "no username set"
         if code in (4, 134):
-            user = f" (user {settings.username!r})" if settings.username else " (no username set)"
-            text = f"{where} refused the login: bad username or password{user}"
-        elif code in (5, 135):
-            text = f"{where} refused the login: not authorized (user {settings.username!r})"
+            text = f"{where} refused the login: bad username or password ({user})"
+        elif code in (5, 135):  # Mosquitto's answer to a wrong password in MQTT 3.1.1 too
+            text = f"{where} refused the login: not authorized: wrong username or password, or no access ({user})"
         else:
             text = f"{where} refused the connection: {exc}"
     else:
@@ -221,6 +222,8 @@ class MqttConnection:
         self._set_state(replace(self.state, since=self._clock()))
         self._tasks = [self._loop.create_task(self._run(), name="certd-mqtt"),
                        self._loop.create_task(self._write_states(), name="certd-mqtt-state")]
+        for task in self._tasks:
+            task.add_done_callback(_log_crash)
 
     async def close(self) -> None:
         """`offline` on the availability topic, then DISCONNECT (the broker drops the will)."""
@@ -384,6 +387,12 @@ class MqttConnection:
                     log.warning("MQTT: could not record the connection state: %s", type(exc).__name__)
             if state.state == MQTT_STOPPED:
                 return
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("MQTT: %s stopped on a bug; no MQTT until certd restarts", task.get_name(),
+                  exc_info=task.exception())
 
 
 def process_identity() -> tuple[str, int]:
