@@ -112,12 +112,19 @@ class Lru:
 
 
 class VersionIndex:
-    """bundle -> sha256 -> (flavour, version), read from the store (small: no PEMs)."""
+    """bundle -> sha256 -> (flavour, version), read from the store (small: no PEMs).
 
-    def __init__(self, engine: sa.Engine) -> None:
+    Read again on a miss when this process published a version since the last read (an
+    ack for it may be that miss), else at most once per `INDEX_REFRESH_MIN` (a version
+    another process published; or just a wrong sha256, which must not cost a read each).
+    """
+
+    def __init__(self, engine: sa.Engine, publications: Callable[[], int] = lambda: 0) -> None:
         self._engine = engine
+        self._publications = publications
         self._index: dict[str, dict[str, tuple[str, int]]] = {}
         self._read_at = float("-inf")
+        self._read_after = -1  # publications counted when the index was read
 
     def _read(self) -> dict[str, dict[str, tuple[str, int]]]:
         index: dict[str, dict[str, tuple[str, int]]] = {}
@@ -129,15 +136,17 @@ class VersionIndex:
         return index
 
     async def refresh(self) -> None:
+        seen = self._publications()
         self._index = await asyncio.to_thread(self._read)
-        self._read_at = time.monotonic()
+        self._read_at, self._read_after = time.monotonic(), seen
 
     def invalidate(self) -> None:
         self._read_at = float("-inf")
 
     async def lookup(self, bundle: str, sha256: str) -> tuple[str, int] | None:
         found = self._index.get(bundle, {}).get(sha256)
-        if found is None and time.monotonic() - self._read_at >= INDEX_REFRESH_MIN:
+        if found is None and (self._publications() != self._read_after
+                              or time.monotonic() - self._read_at >= INDEX_REFRESH_MIN):
             await self.refresh()  # a version published a moment ago, or a wrong sha256
             found = self._index.get(bundle, {}).get(sha256)
         return found
@@ -175,10 +184,11 @@ def record_acks(engine: sa.Engine, acks: Iterable[Ack]) -> int:
 class AckRecorder:
     """Validates acks on the loop, writes them in batches from a worker thread."""
 
-    def __init__(self, engine: sa.Engine, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(self, engine: sa.Engine, clock: Callable[[], dt.datetime] = utcnow,
+                 publications: Callable[[], int] = lambda: 0) -> None:
         self._engine = engine
         self._clock = clock
-        self.index = VersionIndex(engine)
+        self.index = VersionIndex(engine, publications)
         self._logged = Lru(LOG_ONCE_SIZE)
         self._recorded = Lru(RECORDED_SIZE)  # (registry, bundle, device) -> (version, sha256)
         self._pending: dict[tuple[str, str, str], Ack] = {}

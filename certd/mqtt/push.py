@@ -43,6 +43,16 @@ from certd.trust.push import ACCEPTED, REJECTED, RETRY, PushMessage, PushOutcome
 
 ENVELOPE_VERSION = 1
 _ACTIVE: list[MqttConnection] = []  # the daemon's connection in this process (at most one)
+_PUBLISHED = [0]  # bundle versions this process put on a broker: acks for them may follow
+
+
+def publications() -> int:
+    """How many bundle versions this process published so far (acks.VersionIndex reads it)."""
+    return _PUBLISHED[0]
+
+
+def _published() -> None:
+    _PUBLISHED[0] += 1
 
 
 def set_active(connection: MqttConnection | None) -> None:
@@ -103,6 +113,7 @@ def publish_once(registry: MqttRegistryConfig, message: SignedPublish) -> PushOu
         asyncio.run(run())
     except Exception as exc:  # noqa: BLE001 - every failure is a retry that names the cause
         return PushOutcome(RETRY, None, describe_failure(exc, settings, password[0]))
+    _published()
     return PushOutcome(ACCEPTED, None, f"PUBACK from broker {settings.broker()} on {message.topic}")
 
 
@@ -128,6 +139,7 @@ class MqttRegistryTarget:
             return PushOutcome(RETRY, None, f"broker {connection.settings.broker()} not connected: {exc}")
         except aiomqtt.MqttError as exc:
             return PushOutcome(RETRY, None, f"broker {connection.settings.broker()}: {exc or type(exc).__name__}")
+        _published()
         return PushOutcome(ACCEPTED, None, f"PUBACK from broker {connection.settings.broker()} on {publish.topic}")
 
 

@@ -94,7 +94,7 @@ class MqttService:
                                     config.homeassistant.device_name)
         self._ha = self._owned if config.homeassistant.enabled else None
         self.publisher = RetainedPublisher(keep=frozenset({self._owned.availability_topic}))
-        self.acks = AckRecorder(self._engine, self._clock)
+        self.acks = AckRecorder(self._engine, self._clock, push.publications)
         broker = config.mqtt.broker()
         self.connection = MqttConnection(
             config.mqtt, node, subscriptions=self._subscriptions, on_connected=self._on_connected,

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import missing_part
 from tests.daemon.conftest import ari_proxy_factory, make_setup, pebble_factory  # noqa: F401 - fixtures
 from tests.mqtt.broker import Broker, available
+from tests.trust.conftest import make_world, world  # noqa: F401 - fixtures
 
 PASSWORD_ENV = "CERTD_TEST_MQTT_PASSWORD"
 HMAC_ENV = "CERTD_TEST_MQTT_HMAC"
