@@ -149,6 +149,17 @@ def test_home_assistant_online_resends_configs_and_removed_certificates_lose_the
             finally:
                 await service.close()
 
+        # Home Assistant switched off (the broker still configured): the entities go.
+        off = parse_config(setup.text.replace(cert_toml("old", ["www.example.com"]), "").replace(
+            "[homeassistant]\nenabled = true", "[homeassistant]\nenabled = false"))
+        service = MqttService(setup.engine)
+        async with watching(broker, f"homeassistant/+/{node}/+/config") as ha:
+            await service.start(off)
+            try:
+                await ha.wait(lambda: ha.last.get(web_topic) == b"", what="entities removed with enabled = false")
+            finally:
+                await service.close()
+
     run(scenario())
 
 
