@@ -26,6 +26,7 @@ import aiomqtt
 import sqlalchemy as sa
 
 from certd.config import Config
+from certd.errors import CertdError
 from certd.mqtt import homeassistant as ha
 from certd.mqtt import names, push
 from certd.mqtt.acks import AckRecorder
@@ -246,7 +247,12 @@ class MqttService:
         assert self.config is not None and self.connection is not None
         self.publisher.forget()
         await self._take_snapshot()
-        for message in await asyncio.to_thread(push.latest_delivered, self.config, self._engine):
+        try:
+            republish = await asyncio.to_thread(push.latest_delivered, self.config, self._engine)
+        except CertdError as exc:  # an unreadable HMAC secret must not keep the session down
+            log.warning("MQTT: bundle versions not published again after the connect: %s", exc)
+            republish = []
+        for message in republish:
             await self.connection.publish(message.topic, message.payload, properties=message.properties,
                                           during_connect=True)
         await self.acks.index.refresh()
