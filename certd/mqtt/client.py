@@ -250,7 +250,7 @@ class MqttConnection:
         return self._ready
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Until the first session is up (tests, `certd run` readiness)."""
+        """Until the first session is up (tests, benchmarks)."""
         try:
             await asyncio.wait_for(self._connected_once.wait(), timeout)
         except TimeoutError:
@@ -280,10 +280,6 @@ class MqttConnection:
         except TimeoutError:
             future.cancel()
             raise aiomqtt.MqttError(f"no PUBACK within {timeout:g} s") from None
-
-    async def subscribe(self, topic: str) -> None:
-        if self._client is not None and self._ready:
-            await self._client.subscribe(topic, qos=1)
 
     # -- the session loop ------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -41,7 +41,7 @@ class MqttStatus:
             return f"MQTT: connected to {self.broker} since {when}"
         if self.state == MQTT_STOPPED:
             return f"MQTT: {self.broker}: not connected (certd run stopped at {when})"
-        text = f"MQTT: {self.state} to {self.broker} since {when}"
+        text = f"MQTT: {self.state} ({self.broker}) since {when}"
         if self.attempts:
             text += f", {self.attempts} attempt(s), retrying with backoff"
         return text + (f": {self.last_error}" if self.last_error else "")

@@ -202,6 +202,6 @@ def test_certd_run_keeps_issuing_while_the_broker_is_unreachable(make_setup, mqt
     wait_until(lambda: setup.current("web") is not None, 60, "the certificate issued")
     wait_until(lambda: "refused the TCP connection" in log_text(proc), 30, "the connect failure in the log")
     line = status_lines(setup)[0]
-    assert line.startswith("MQTT: disconnected to 127.0.0.1:1 since ") and "retrying with backoff" in line
+    assert line.startswith("MQTT: disconnected (127.0.0.1:1) since ") and "retrying with backoff" in line
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
