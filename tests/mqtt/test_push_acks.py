@@ -25,7 +25,7 @@ from certd.store.mqtt import MqttDeviceAck
 from certd.store.trust import TrustDelivery
 from certd.trust.track import on_issued
 from tests.mqtt.conftest import HMAC_ENV, mqtt_registry_toml, mqtt_toml, publish, watching
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
