@@ -41,6 +41,13 @@ def _check(args: argparse.Namespace) -> int:
         for key, path in registry.files().items():
             if not Path(path).is_file():
                 errors.append(f"trust.registries[{index}].{key}: {path} does not exist")
+    if config.mqtt.active:
+        for key, path in config.mqtt.files().items():
+            if not Path(path).is_file():
+                errors.append(f"mqtt.{key}: {path} does not exist")
+        if config.mqtt.password_env or config.mqtt.password_file:
+            read_secret(env=config.mqtt.password_env, file=config.mqtt.password_file,
+                        what="MQTT password (mqtt.password_env or mqtt.password_file)")
     for index, root in enumerate(config.ocpp.trust_roots):
         if not Path(root).exists():
             errors.append(f"ocpp.trust_roots[{index}]: {root} does not exist")
