@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ocpp_load  # noqa: E402  (bench/ocpp_load.py: its server child and helpers)
+import ocpp_load  # noqa: E402  (bench/ocpp_load.py: its server and helpers)
+from _ocpp_load.report import percentile  # noqa: E402
 
 ORG = "Bench Operator"
 
@@ -101,7 +102,7 @@ def prepare(workdir: Path, total: int, ca_key: str) -> tuple[Path, str, str]:
     from certd.store.chargers import Charger
     from certd.store.db import make_engine, session_scope, upgrade
     from certd.store.types import utcnow
-    from tests.ocpp.pki import MiniCA, store_current
+    from tests.pki import MiniCA, store_current
 
     url = f"sqlite:///{workdir / 'certd.db'}"
     upgrade(url)
@@ -110,7 +111,8 @@ def prepare(workdir: Path, total: int, ca_key: str) -> tuple[Path, str, str]:
     store_current(engine, "bench-rsa", ca.issue([ocpp_load.HOST], "rsa"))
     (workdir / "root.pem").write_text(ca.root_pem)
     with session_scope(engine) as session:
-        session.add_all(Charger(charger_id=ocpp_load.charger_id(i), heartbeat_class="gsm") for i in range(total))
+        session.add_all(Charger(charger_id=ocpp_load.charger_id(i, ocpp_load.CHARGER_PREFIX),
+                                heartbeat_class="gsm") for i in range(total))
     engine.dispose()
     config = workdir / "certd.toml"
     config.write_text(f'''
@@ -260,7 +262,7 @@ def run_signing(args: argparse.Namespace) -> None:
     try:
         base = server.stats()
         connect_at = time.time() + 1.5
-        ids = [(i, ocpp_load.charger_id(i)) for i in range(args.chargers)]
+        ids = [(i, ocpp_load.charger_id(i, ocpp_load.CHARGER_PREFIX)) for i in range(args.chargers)]
         ctx = mp.get_context("fork")
         go = ctx.Event()
         pipes, procs = [], []
@@ -309,8 +311,8 @@ def run_signing(args: argparse.Namespace) -> None:
         (f"  of which the {args.ca_key} CA signature (in-process)", f"{sign * 1000:.2f} ms"),
         ("  of which on the event-loop thread", f"{(after['loop_cpu'] - before['loop_cpu']) / cpu * 100:.0f} %"
          if cpu else "-"),
-        ("CSR -> CertificateSigned latency p50 / p99", f"{ocpp_load.percentile(latency, 50) * 1000:.0f} / "
-         f"{ocpp_load.percentile(latency, 99) * 1000:.0f} ms"),
+        ("CSR -> CertificateSigned latency p50 / p99", f"{percentile(latency, 50) * 1000:.0f} / "
+         f"{percentile(latency, 99) * 1000:.0f} ms"),
     ]
     print(f"\ncertd charger CA, {args.chargers} connected chargers (half 1.6, half 2.0.1) signing at once, "
           f"{args.ca_key} CA, SQLite, server loop {base['loop']}, {args.clients} client processes on the same "

@@ -101,6 +101,11 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(render_table(rows, color=sys.stdout.isatty()))
+    from certd.mqtt.status import mqtt_status
+
+    mqtt = mqtt_status(config, engine)  # the daemon's broker connection, as it last wrote it
+    if mqtt is not None:
+        print(mqtt.line())
     return 0
 
 

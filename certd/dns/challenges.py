@@ -1,16 +1,20 @@
 """DNS-01 challenge records: created through the DNS provider, tracked in the store, always removed.
 
 A row is written before each create call and deleted only after the record is
-gone, so a crash at any point leaves enough to clean up at the next start.
+gone, so a crash at any point leaves enough to clean up at the next start. The row
+names the record as written (a delegated challenge's target), its zone and the
+credential (account) that wrote it, so cleanup needs no lookup.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 from sqlmodel import select
 
+from certd.dns.delegation import ChallengeTarget, challenge_name
 from certd.dns.provider import DnsProvider, Zone
 from certd.errors import CertdError
 from certd.store import leases
@@ -23,28 +27,38 @@ CHALLENGE_TTL = 60  # the lowest TTL Cloudflare accepts on non-enterprise zones
 CHALLENGE_COMMENT = "certd ACME challenge (temporary)"
 
 
-def challenge_name(domain: str) -> str:
-    """A wildcard and its base name share `_acme-challenge.<base>`."""
-    return "_acme-challenge." + domain.removeprefix("*.")
+__all__ = ["Dns01Records", "challenge_name", "cleanup_leftover_records", "cleanup_records_of",
+           "has_leftover_records", "remove_challenge_record"]
 
 
 class Dns01Records:
-    """The TXT records of one issuance attempt."""
+    """The TXT records of one issuance attempt.
 
-    def __init__(self, dns: DnsProvider, engine: sa.Engine, attempt_id: int | None) -> None:
+    `targets` (challenge name -> where its TXT goes, from certd.dns.challenge_plan) is
+    decided before the order; a challenge name without one goes to the zone
+    `find_zone` gives, at the challenge name itself.
+    """
+
+    def __init__(self, dns: DnsProvider, engine: sa.Engine, attempt_id: int | None,
+                 targets: Mapping[str, ChallengeTarget] | None = None) -> None:
         self._dns = dns
         self._engine = engine
         self._attempt_id = attempt_id
-        self.zones: dict[str, Zone] = {}
+        self._targets = dict(targets or {})
+        self.zones: dict[str, Zone] = {}  # challenge name -> zone written to
+        self.record_names: dict[str, str] = {}  # challenge name -> record name written
 
     def present(self, fqdn: str, value: str) -> Zone:
-        zone = self._dns.find_zone(fqdn)
+        target = self._targets.get(fqdn)
+        zone = target.zone if target else self._dns.find_zone(fqdn)
+        name = target.record_name if target else fqdn
         self.zones[fqdn] = zone
+        self.record_names[fqdn] = name
         with session_scope(self._engine) as session:
             row = ChallengeRecord(attempt_id=self._attempt_id, zone_id=zone.id, zone_name=zone.name,
-                                  fqdn=fqdn, value=value)
+                                  fqdn=name, value=value, account=zone.account)
             session.add(row)
-        record = self._dns.create_record(zone, type="TXT", name=fqdn, content=value,
+        record = self._dns.create_record(zone, type="TXT", name=name, content=value,
                                          ttl=CHALLENGE_TTL, comment=CHALLENGE_COMMENT)
         with session_scope(self._engine) as session:
             stored = session.get(ChallengeRecord, row.id)
@@ -52,6 +66,15 @@ class Dns01Records:
                 stored.record_id = record.id
                 session.add(stored)
         return zone
+
+    def expected_by_zone(self, expected: Mapping[str, set[str]]) -> dict[str, dict[str, set[str]]]:
+        """The values the CA will look up, as records to see at each zone's nameservers: a
+        delegated challenge is checked at its target (two names may share one target)."""
+        by_zone: dict[str, dict[str, set[str]]] = {}
+        for fqdn, values in expected.items():
+            names = by_zone.setdefault(self.zones[fqdn].name, {})
+            names.setdefault(self.record_names.get(fqdn, fqdn), set()).update(values)
+        return by_zone
 
     def cleanup(self) -> list[str]:
         """Delete every record of this attempt; returns errors (rows stay for the next start)."""
@@ -64,7 +87,7 @@ class Dns01Records:
 
 def remove_challenge_record(dns: DnsProvider, engine: sa.Engine, row: ChallengeRecord) -> str | None:
     """Delete the record behind `row`, then the row; an error message if the record may remain."""
-    zone = Zone(id=row.zone_id, name=row.zone_name)
+    zone = Zone(id=row.zone_id, name=row.zone_name, account=row.account)
     try:
         if row.record_id:
             dns.delete_record(zone, row.record_id)

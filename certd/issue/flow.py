@@ -1,8 +1,10 @@
 """The issuance flow for one configured certificate, top to bottom.
 
-attempt row → key + CSR → ACME order → DNS-01 TXT records (tracked in the store)
-→ wait until the authoritative servers serve them → answer → finalize → pick the
-chain → store the certificate → delete the TXT records (success or failure).
+attempt row → where each TXT goes (CNAME delegation, explicit zones, which token;
+decided before the order, so a broken delegation creates nothing) → key + CSR → ACME
+order → DNS-01 TXT records (tracked in the store) → wait until the authoritative
+servers of each record's zone serve them → answer → finalize → pick the chain →
+store the certificate → delete the TXT records (success or failure).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from certd.issue.account import acme_client_for, forget_registration
 from certd.issue.chains import select_chain
 from certd.issue.order import AccountGone, AcmeOrder, OrderOutcome
 from certd.config import CertificateConfig, Config
+from certd.dns.challenge_plan import plan_challenges
 from certd.dns.challenges import Dns01Records
 from certd.dns.propagation import authoritative_servers, wait_for_txt
 from certd.dns.provider import DnsProvider
@@ -126,21 +128,22 @@ def issue_certificate(
     started = time.monotonic()
 
     def wait_visible(expected: dict[str, set[str]]) -> None:
-        by_zone: dict[str, dict[str, set[str]]] = defaultdict(dict)
-        for fqdn, values in expected.items():
-            by_zone[records.zones[fqdn].name][fqdn] = values
-        for zone, zone_expected in by_zone.items():
+        for zone, zone_expected in records.expected_by_zone(expected).items():
             servers = authoritative_servers(zone, config.dns.nameservers)
             wait_for_txt(zone_expected, servers, config.dns.propagation_timeout, sleep=sleep)
         if config.dns.propagation_grace:
             sleep(config.dns.propagation_grace)
 
     try:
-        # RSA key generation releases the GIL: overlap it with the account/directory round trips.
-        with ThreadPoolExecutor(max_workers=1) as keygen:
-            key_future = key or keygen.submit(generate_key, cert_cfg.key_type)
+        # RSA key generation releases the GIL: overlap it, and the lookups deciding where each TXT
+        # goes, with the account/directory round trips. The order waits for both.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            key_future = key or pool.submit(generate_key, cert_cfg.key_type)
+            plan_future = pool.submit(plan_challenges, config, dns, cert_cfg)
             client = acme_client_for(config, engine)
+            targets = plan_future.result()
             private_key = key_future.result()
+        records = Dns01Records(dns, engine, attempt_id, targets)
         csr = make_csr(private_key, cert_cfg.domains)
 
         def run_order(client: ClientV2) -> OrderOutcome:

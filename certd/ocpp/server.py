@@ -32,6 +32,7 @@ from certd.ocpp.frames import Limits
 from certd.ocpp.logsafe import describe_exception, printable
 from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
 from certd.ocpp.charger_registry import ChargerRecord, RegistryWriter
+from certd.ocpp.first_contact import FirstContactRegistrar
 from certd.ocpp.session import ChargerHook, ChargerSession
 from certd.serve.tls import ContextHolder
 from certd.store.types import utcnow
@@ -58,6 +59,7 @@ class Shared:
     limiter: auth.FailureLimiter
     credentials: auth.VerifiedCredentials
     sessions: dict[str, ChargerSession]
+    first_contact: FirstContactRegistrar
     hooks: list[ChargerHook] = field(default_factory=list)  # see OcppService.add_charger_hook
     enrollment: "Enrollment | None" = None  # SignCertificate handling when certd is the chargers' CA
 
@@ -81,6 +83,7 @@ class LookedUp:
     record: ChargerRecord | None
     checked_hash: str | None = None
     check_ok: bool = False
+    new_hash: str | None = None  # the offered password hashed, for a charger to register
 
 
 class Listener:
@@ -204,11 +207,15 @@ class Listener:
         shared = self.shared
         password = auth.parse_basic_auth(request.headers.get("Authorization"), charger_id)
         looked_up = await asyncio.to_thread(self._lookup_and_check, charger_id, password)
-        record = looked_up.record
+        # An id registered here moments ago may not be in the store yet: its queued row counts.
+        record = looked_up.record or shared.first_contact.pending(charger_id)
         verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
 
-        if isinstance(verdict, admission.Register):
-            record = await asyncio.to_thread(self._register, charger_id, verdict, password, address)
+        if isinstance(verdict, admission.Register):  # queued, written in the next batch: no I/O here
+            record = shared.first_contact.register(charger_id, verdict.registration,
+                                                   looked_up.new_hash, address)
+            if password is not None and record.password_hash == looked_up.new_hash:
+                shared.credentials.remember(charger_id, record.password_hash, password)
             verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
             if isinstance(verdict, admission.Register):  # cannot happen: the row exists now
                 verdict = admission.Refuse("registration failed")
@@ -247,8 +254,9 @@ class Listener:
         return Admitted(charger_id, result.record, address, result.peer)
 
     def _lookup_and_check(self, charger_id: str, password: str | None) -> LookedUp:
-        """Registry read and, when the verdict will need it, the argon2 check: one worker-thread
-        trip instead of two (each trip costs a new connection about 0.1 ms of CPU).
+        """Registry read and, when the verdict will need it, the argon2 check (for a charger to
+        register: the hash of its first password): one worker-thread trip instead of two (each
+        trip costs a new connection about 0.1 ms of CPU).
 
         A password offered where there is no hash to check (unknown or disabled id, policy
         refusal) is checked against the dummy hash: the answer takes as long as for a known id.
@@ -261,6 +269,8 @@ class Listener:
             return LookedUp(record)
         if isinstance(verdict, admission.Refuse):
             return LookedUp(record, DUMMY_HASH_CHECKED, auth.verify_dummy(password))
+        if isinstance(verdict, admission.Register):  # trust on first use: store what it offers
+            return LookedUp(record, new_hash=auth.hash_password(password))
         if (not isinstance(verdict, admission.CheckPassword)
                 or self.shared.credentials.matches(charger_id, verdict.password_hash, password)):
             return LookedUp(record)
@@ -286,22 +296,6 @@ class Listener:
         new_hash = auth.hash_password(password)
         charger_registry.set_password_hash(self.shared.engine, charger_id, new_hash)
         self.shared.credentials.remember(charger_id, new_hash, password)
-
-    def _register(self, charger_id: str, verdict: admission.Register, password: str | None,
-                  address: str | None) -> ChargerRecord:
-        ocpp = self.shared.ocpp
-        record = charger_registry.insert_charger(
-            self.shared.engine, charger_id,
-            password_hash=auth.hash_password(password) if password is not None else None,
-            heartbeat_class=ocpp.default_heartbeat_class,
-            registration=verdict.registration,
-            if_absent=True,
-        )
-        charger_registry.record_audit(self.shared.engine, "registered", charger_id, address,
-                              f"unknown charger recorded as {verdict.registration}")
-        log.warning("unknown charger %s from %s recorded as %s", charger_id, address,
-                    verdict.registration)
-        return record
 
     def _store_first_password(self, charger_id: str, password: str) -> ChargerRecord | None:
         charger_registry.set_password_hash(self.shared.engine, charger_id, auth.hash_password(password))

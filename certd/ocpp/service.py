@@ -39,6 +39,7 @@ from certd.config.ocpp import ListenerConfig, listener_certificate_errors
 from certd.errors import CertdError, ConfigError
 from certd.ocpp import auth, charger_registry, mtls
 from certd.ocpp.charger_certs import ChargerCertService
+from certd.ocpp.first_contact import FirstContactRegistrar, SupersededConnections
 from certd.serve.material import served_certificate
 from certd.ocpp.server import Listener, Shared
 from certd.ocpp.session import ChargerHook, ChargerSession, ConnectedCharger
@@ -144,13 +145,21 @@ class OcppService:
         self.engine = engine
         self.clock = clock
         self.node = self.ocpp.node_name or socket.gethostname()
+        credentials, sessions = auth.VerifiedCredentials(), {}
+        superseded = SupersededConnections(sessions, credentials, self.ocpp.handshake_timeout)
+        first_contact = FirstContactRegistrar(engine, self.ocpp.default_heartbeat_class,
+                                              on_lost=superseded)
         self.shared = Shared(
             ocpp=self.ocpp,
             engine=engine,
-            writer=charger_registry.RegistryWriter(engine, self.node),
+            writer=charger_registry.RegistryWriter(engine, self.node,
+                                                   first_contact=first_contact,
+                                                   write_lock=first_contact.write_lock),
             limiter=auth.FailureLimiter(self.ocpp.auth_failure_limit, self.ocpp.auth_failure_window),
-            credentials=auth.VerifiedCredentials(),
-            sessions={},
+            credentials=credentials,
+            sessions=sessions,
+            first_contact=first_contact,
+            hooks=[superseded.hook],
         )
         self.charger_certs = (ChargerCertService(config, engine, self, clock=clock)
                               if self.ocpp.charger_ca is not None else None)
@@ -185,6 +194,7 @@ class OcppService:
             log.info("marked %d charger(s) offline that node %s held before its restart",
                      cleared, self.node)
         self.shared.writer.start()
+        self.shared.first_contact.start()
         if self.charger_certs is not None:
             try:
                 await self.charger_certs.prepare()
@@ -221,6 +231,7 @@ class OcppService:
         for state in self._states:
             await state.listener.close()
             state.started = False
+        await self.shared.first_contact.close()  # a clean stop writes every queued row
         await self.shared.writer.close()
         await asyncio.to_thread(charger_registry.clear_node, self.engine, self.node)
 

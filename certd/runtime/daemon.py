@@ -44,6 +44,7 @@ from certd.store.types import utcnow
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from certd.mqtt.service import MqttService
     from certd.ocpp.service import OcppService
 
 log = logging.getLogger("certd.daemon")
@@ -92,6 +93,7 @@ class Daemon:
         self._thread_waits: set[asyncio.Task[Any]] = set()
         self._services: OcppServices | None = None  # set once the store is open
         self._live_watch: LiveCopyWatcher | None = None
+        self._mqtt: MqttService | None = None  # [mqtt]: Home Assistant entities, MQTT registries
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -139,6 +141,9 @@ class Daemon:
         await self._services.start(self.config)
         self._live_watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed_elsewhere)
         await self._live_watch.start()
+        from certd.mqtt.service import MqttService  # MQTT: certd.mqtt; nothing runs without [mqtt] host
+        self._mqtt = MqttService(self.engine, self._clock, ocpp=lambda: self.ocpp)
+        await self._mqtt.start(self.config)
         await self._schedule_periodic_jobs(self.config)
         if self._notifier.watchdog_interval:
             self._scheduler.add_job(self._watchdog, "interval", seconds=self._notifier.watchdog_interval,
@@ -178,6 +183,8 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
         if self._live_watch is not None:
             await self._live_watch.close()
+        if self._mqtt is not None:  # `offline` on the broker before the endpoint goes
+            await self._mqtt.close()
         if self._services is not None:
             await self._services.close()
         if self._executor is not None:
@@ -251,6 +258,8 @@ class Daemon:
         for name in sorted(names & known):
             if self._services is not None:
                 await self._services.after_deploy(name)
+        if self._mqtt is not None:
+            self._mqtt.state_changed()
 
     async def _announce(self) -> None:
         assert self._changed is not None
@@ -258,6 +267,8 @@ class Daemon:
             self._changed.notify_all()
         if not self._stopping:
             self._notifier.status(self._status_line())
+        if self._mqtt is not None:
+            self._mqtt.state_changed()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until `predicate()` holds after some check finished (tests, `certd renew` helpers)."""
@@ -330,6 +341,8 @@ class Daemon:
                 self._scheduler.remove_job(periodic.name)
         assert self._services is not None
         await self._services.apply(old, new)
+        if self._mqtt is not None:
+            await self._mqtt.apply(old, new)
         await self._schedule_periodic_jobs(new)
         log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
         return True
@@ -356,6 +369,8 @@ class Daemon:
         assert self._maintainer is not None and self.engine is not None
         run = jobs.JobRun(self.config, self.engine, self._maintainer, self._clock, now=self._clock())
         await jobs.run_periodic(job, run, self._in_thread)
+        if self._mqtt is not None:  # a job may have changed bundles, deliveries, DNS
+            self._mqtt.state_changed()
 
     async def _watchdog(self) -> None:
         # A coroutine on purpose: the ping proves the event loop itself is alive.

@@ -19,7 +19,7 @@ from certd.config import Config
 from certd.ocpp import auth, charger_registry
 from certd.ocpp.service import OcppService
 from tests.ocpp.conftest import HOST, basic, ca, ca_file, engine, run  # noqa: F401 (fixtures)
-from tests.ocpp.pki import MiniCA, store_current
+from tests.pki import MiniCA, store_current
 
 from tests.chargerca.chargers import ORG
 

@@ -24,7 +24,7 @@ from certd.store.db import session_scope
 from certd.store.types import utcnow
 from tests.chargerca.chargers import ORG, Charger, next_event, running_client
 from tests.chargerca.conftest import PASSWORD, connect, make_config, register, run, running, serve_certificate, server_trust
-from tests.ocpp.pki import MiniCA, _key_pem
+from tests.pki import MiniCA, key_pem as _key_pem
 
 KEK = base64.b64encode(bytes(range(32))).decode()
 KEK_ENV = "CERTD_TEST_CHARGER_CA_KEK"
@@ -113,9 +113,9 @@ def test_import_an_issuing_ca_with_its_chain(engine, ca_file, tmp_path: Path) ->
     config = config_with(tmp_path, ca_file)
     with pytest.raises(CertdError, match="does not belong"):
         ca_store.import_ca(engine, config, outside.intermediate_pem.encode(),
-                           _key_pem(outside.root_key).encode(), None, utcnow())
+                           _key_pem(outside.root_ca.key).encode(), None, utcnow())
     row = ca_store.import_ca(engine, config, outside.intermediate_pem.encode(),
-                             _key_pem(outside.inter_key).encode(), outside.root_pem.encode(), utcnow())
+                             _key_pem(outside.intermediate_ca.key).encode(), outside.root_pem.encode(), utcnow())
     assert [r.role for r in ca_store.ca_rows(engine)] == ["root", "issuing"]
     from tests.chargerca.chargers import new_key
 

@@ -22,7 +22,7 @@ from tests.chargerca.conftest import (
 )
 from tests.chargerca.test_enroll_live import _boot
 from tests.chargerca.test_refusals_live import _enrolled, audit, foreign_context, write_toml
-from tests.ocpp.pki import MiniCA
+from tests.pki import MiniCA
 
 
 def test_renewal_is_triggered_at_two_thirds_of_a_short_validity(engine, ca, ca_file, tmp_path: Path) -> None:

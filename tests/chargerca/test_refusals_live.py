@@ -29,7 +29,7 @@ from certd.store.db import session_scope
 from certd.store.types import utcnow
 from tests.chargerca.chargers import ORG, Charger, make_csr, new_key, next_event, running_client, tamper_signature
 from tests.chargerca.conftest import PASSWORD, connect, register, run, running, server_trust
-from tests.ocpp.pki import MiniCA
+from tests.pki import MiniCA
 
 
 def audit(engine, kind: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -186,7 +186,7 @@ def foreign_context(charger: Charger, ca: MiniCA, foreign: MiniCA, directory: Pa
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(foreign.inter_key, hashes.SHA256()))
+            .sign(foreign.intermediate_ca.key, hashes.SHA256()))
     context = server_trust(ca)
     context.load_cert_chain(*charger.files(directory, chain=authority.cert_pem(cert) + foreign.intermediate_pem,
                                            key=key))
