@@ -163,6 +163,15 @@ class RevocationWatch:
         self._task: asyncio.Task[None] | None = None
         self.closed = 0  # connections this watch closed (tests, status)
 
+    @classmethod
+    def for_config(cls, ocpp: OcppConfig, engine: sa.Engine, sessions: Callable[[], Mapping[str, Any]],
+                   audit: Callable[[str, str, str | None, str], None]) -> "RevocationWatch | None":
+        """The watch a service needs (None: it has no profile-3 listener)."""
+        if not any(listener.profile == 3 for listener in ocpp.listeners):
+            return None
+        interval = ocpp.charger_ca.revocation_check_interval if ocpp.charger_ca else 5.0
+        return cls(engine, interval, sessions, audit)
+
     async def start(self) -> None:
         self._mark = await asyncio.to_thread(peers.watermark, self.engine)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="certd-revocation-watch")

@@ -164,11 +164,8 @@ class OcppService:
         self.charger_certs = (ChargerCertService(config, engine, self, clock=clock)
                               if self.ocpp.charger_ca is not None else None)
         self.shared.enrollment = self.charger_certs.enrollment if self.charger_certs else None
-        self.revocation_watch = None
-        if any(listener.profile == 3 for listener in self.ocpp.listeners):
-            interval = self.ocpp.charger_ca.revocation_check_interval if self.ocpp.charger_ca else 5.0
-            self.revocation_watch = mtls.RevocationWatch(
-                engine, interval, lambda: self.shared.sessions, self.shared.writer.audit)
+        self.revocation_watch = mtls.RevocationWatch.for_config(
+            self.ocpp, engine, lambda: self.shared.sessions, self.shared.writer.audit)
         self._states: list[_ListenerState] = []
         for listener_config in self.ocpp.listeners:
             holder = None if listener_config.insecure else ContextHolder(listener_config.tls_profile)
