@@ -335,8 +335,11 @@ def run_comparison(args: argparse.Namespace) -> None:
                    "--hold", "5", "--settle", "2"]
         print(f"running: ocpp_load.py --auth {mode} ...", flush=True)
         output = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT).stdout
-        found[mode] = {name: value for name in METRICS
-                       for value in re.findall(rf"^{re.escape(name)}\s+(.+?)\s{{2,}}", output, re.M)}
+        found[mode] = {}
+        for line in output.splitlines():
+            for name in METRICS:
+                if line.startswith(name + " "):  # "name  value  target": the value is the first column
+                    found[mode][name] = re.split(r"\s{2,}", line[len(name):].strip())[0]
         speed = re.search(r"machine speed (\d+)", output)
         found[mode]["speed"] = speed.group(1) if speed else "?"
     names = {"none": "no auth", "password": "profile 2 (argon2id)", "mtls": "profile 3 (client cert)"}
