@@ -20,6 +20,7 @@ from certd.config.daemon import DaemonConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
+from certd.config.node import NodeConfig
 from certd.config.ocpp import OcppConfig
 from certd.config.rollover import RolloverConfig
 from certd.config.trust import TrustConfig
@@ -49,6 +50,7 @@ class Config(Section):
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
     rollover: RolloverConfig = RolloverConfig()  # CA roots onto chargers over OCPP, see certd/config/rollover.py
     daemon: DaemonConfig = DaemonConfig()  # `certd run` pacing + notify hook, see certd/config/daemon.py
+    node: NodeConfig = NodeConfig()  # this node among several on one PostgreSQL, see certd/config/node.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
