@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "certd.cli.fleet",
     "certd.cli.doctor",
     "certd.cli.chargers",
+    "certd.cli.nodes",
     "certd.cli.serve",
     "certd.cli.demo",
 ]

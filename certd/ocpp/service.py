@@ -20,7 +20,6 @@ import datetime as dt
 import gc
 import logging
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from certd.config import Config
+from certd.config.node import node_name
 from certd.config.ocpp import ListenerConfig, listener_certificate_errors
 from certd.errors import ConfigError
 from certd.ocpp import auth, charger_registry
@@ -136,7 +136,7 @@ class OcppService:
         self.ocpp = config.ocpp
         self.engine = engine
         self.clock = clock
-        self.node = self.ocpp.node_name or socket.gethostname()
+        self.node = node_name(config)  # [node] name, else [ocpp] node_name, else the host name
         self.shared = Shared(
             ocpp=self.ocpp,
             engine=engine,

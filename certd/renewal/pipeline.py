@@ -113,6 +113,21 @@ def issue_and_deploy(
     return RenewalResult(issued, result)
 
 
+def follow_current(config: Config, engine: sa.Engine, name: str) -> deploy_mod.DeployResult | None:
+    """Another node issued `name`: write its current issuance to this node's own targets and run
+    this node's hooks, unless this node carries it already. No lease: the files are this node's
+    alone. A DeployError is the caller's to log; the next check of `name` deploys again."""
+    node = node_name(config)
+    with session_scope(engine) as session:
+        managed = session.get(ManagedCertificate, name)
+        current = session.get(IssuedCertificate, managed.current_id) if managed and managed.current_id else None
+        if current is None or deploy_state.of_node(session, node, name, managed).issued_id == current.id:
+            return None
+    log.info("%s: issuance #%s (serial %s) is current; deploying it on node %s", name, current.id,
+             current.serial, node)
+    return deploy_issued(config, engine, current)
+
+
 def current_certificate(engine: sa.Engine, name: str) -> IssuedCertificate | None:
     with session_scope(engine) as session:
         managed = session.get(ManagedCertificate, name)

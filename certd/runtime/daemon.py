@@ -36,6 +36,7 @@ from certd.renewal.check import Maintainer
 from certd.renewal.records import ensure_rows
 from certd.renewal.result import CheckResult
 from certd.runtime import jobs
+from certd.runtime.cluster import Cluster
 from certd.runtime.sdnotify import Notifier
 from certd.runtime.services import OcppServices
 from certd.runtime.watch import LiveCopyWatcher
@@ -92,6 +93,7 @@ class Daemon:
         self._thread_waits: set[asyncio.Task[Any]] = set()
         self._services: OcppServices | None = None  # set once the store is open
         self._live_watch: LiveCopyWatcher | None = None
+        self.cluster: Cluster | None = None  # one node of several (PostgreSQL): certd.runtime.cluster
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -139,6 +141,9 @@ class Daemon:
         await self._services.start(self.config)
         self._live_watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed_elsewhere)
         await self._live_watch.start()
+        if Cluster.wanted(self):
+            self.cluster = Cluster(self)
+            await self.cluster.start()
         await self._schedule_periodic_jobs(self.config)
         if self._notifier.watchdog_interval:
             self._scheduler.add_job(self._watchdog, "interval", seconds=self._notifier.watchdog_interval,
@@ -178,6 +183,8 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
         if self._live_watch is not None:
             await self._live_watch.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._services is not None:
             await self._services.close()
         if self._executor is not None:

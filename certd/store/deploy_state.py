@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from certd.store.db import session_scope
-from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.models import ManagedCertificate
 from certd.store.nodes import NodeDeploy
 from certd.store.types import utcnow
 
@@ -28,9 +28,24 @@ class Deployed:
     hooks_pending: bool
 
 
+def _row(session: Session, node: str, name: str) -> NodeDeploy:
+    """The row of (node, name), created if missing without racing a concurrent creator."""
+    table = NodeDeploy.__table__  # type: ignore[attr-defined]
+    values = {"node": node, "certificate": name, "hooks_pending": False, "listeners_json": "{}"}
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        session.execute(insert(table).values(**values).on_conflict_do_nothing())
+    else:
+        session.execute(sa.insert(table).values(**values).prefix_with("OR IGNORE"))
+    row = session.get(NodeDeploy, (node, name), populate_existing=True)
+    assert row is not None
+    return row
+
+
 def record(session: Session, node: str, name: str, issued_id: int | None, hooks_ok: bool) -> None:
     """In the caller's transaction (a fenced one when the caller holds the certificate's lease)."""
-    row = session.get(NodeDeploy, (node, name)) or NodeDeploy(node=node, certificate=name)
+    row = _row(session, node, name)
     row.issued_id, row.hooks_pending, row.deployed_at = issued_id, not hooks_ok, utcnow()
     session.add(row)
 
@@ -52,16 +67,11 @@ def load(engine: sa.Engine, node: str, name: str) -> Deployed:
         return of_node(session, node, name, session.get(ManagedCertificate, name))
 
 
-def record_listeners(engine: sa.Engine, node: str, served: dict[str, dict[str, str]]) -> None:
-    """`served`: certificate name -> {listener label: serial it serves on this node}."""
+def record_listeners(engine: sa.Engine, node: str, served: dict[str, dict[str, int]]) -> None:
+    """`served`: certificate name -> {listener label: issued id it serves on this node}."""
     with session_scope(engine) as session:
-        for name, by_listener in served.items():
-            ids = {}
-            for label, serial in by_listener.items():
-                issued_id = session.exec(select(IssuedCertificate.id).where(
-                    IssuedCertificate.name == name, IssuedCertificate.serial == serial)).first()
-                ids[label] = issued_id
-            row = session.get(NodeDeploy, (node, name)) or NodeDeploy(node=node, certificate=name)
+        for name, ids in served.items():
+            row = _row(session, node, name)
             if json.loads(row.listeners_json or "{}") != ids:
                 row.listeners_json, row.listeners_at = json.dumps(ids, sort_keys=True), utcnow()
                 session.add(row)
