@@ -123,6 +123,13 @@ class Fleet:
     db_url: str
     engine: sa.Engine
     nodes: list[NodeProc] = field(default_factory=list)
+    operator: NodeProc | None = None
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A hand-run command with the operator's config (same store, no listener)."""
+        assert self.operator is not None
+        return subprocess.run([sys.executable, "-m", "certd", "--config", str(self.operator.config_path), *args],
+                              env=self.env(), capture_output=True, text=True, timeout=timeout)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -178,7 +185,7 @@ class Fleet:
 
 
 def node_toml(fleet_dir: Path, world: SandboxWorld, pebble: PebbleServer, name: str, db_url: str,
-              port: int | None, roots: Path, *, grace: float) -> tuple[Path, Path]:
+              port: int | None, roots: Path, *, grace: float, ocpp: str = "", extra: str = "") -> tuple[Path, Path]:
     node_dir = fleet_dir / name
     (node_dir / "ssl").mkdir(parents=True)
     hook = f"openssl x509 -noout -serial -in \"$RENEWED_LINEAGE/cert.pem\" >> {node_dir / 'hooks.log'}"
@@ -188,6 +195,7 @@ def node_toml(fleet_dir: Path, world: SandboxWorld, pebble: PebbleServer, name: 
 [ocpp]
 reload_check_interval = 0      # only NOTIFY (and the node's own deploys) may bring new material
 trust_roots = [{toml_str(roots)}]
+{ocpp}
 
 [[ocpp.listeners]]
 name = "wallbox"
@@ -202,7 +210,9 @@ propagation_grace = {grace}
 [node]
 name = "{name}"
 address = "127.0.0.1:{port or 0}"
-{listener}"""
+gone_after = 6
+{listener}
+{extra}"""
     text = f"database_url = {toml_str(db_url)}\n" + sandbox_config_toml(world, pebble, node_dir / "state", cert,
                                                                          extra=extra)
     path = node_dir / "certd.toml"
@@ -217,8 +227,10 @@ def make_fleet(cf_world: SandboxWorld, pebble_factory: Callable[..., PebbleServe
     monkeypatch.setenv(TOKEN_ENV, cf_world.token)
     fleets: list[Fleet] = []
 
-    def build(db_url: str, count: int = 3, *, validity: int = 3600, listeners: bool = False,
-              grace: float = 0.0) -> Fleet:
+    def build(db_url: str, count: int = 3, *, validity: int | None = 3600, listeners: bool = False,
+              grace: float = 0.0, ocpp: str = "", extra: str = "", operator: bool = False) -> Fleet:
+        """`operator`: one more config, named "operator", without listener, never started
+        (for hand-run commands against the same store)."""
         pebble = pebble_factory(validity_seconds=validity)
         roots = tmp_path / "pebble-roots.pem"
         roots.write_text("".join(pebble.roots()))
@@ -231,8 +243,13 @@ def make_fleet(cf_world: SandboxWorld, pebble_factory: Callable[..., PebbleServe
             proxy = TcpProxy(url.host or "127.0.0.1", int(url.port or 5432)).start()
             node_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
             port = free_port() if listeners else None
-            node_dir, path = node_toml(tmp_path, cf_world, pebble, name, node_url, port, roots, grace=grace)
+            node_dir, path = node_toml(tmp_path, cf_world, pebble, name, node_url, port, roots, grace=grace,
+                                       ocpp=ocpp, extra=extra)
             fleet.nodes.append(NodeProc(name, node_dir, path, port, proxy))
+        if operator:
+            node_dir, path = node_toml(tmp_path, cf_world, pebble, "operator", db_url, None, roots, grace=grace,
+                                       extra=extra)
+            fleet.operator = NodeProc("operator", node_dir, path, None, None)
         return fleet
 
     yield build

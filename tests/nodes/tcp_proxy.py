@@ -107,6 +107,9 @@ class TcpProxy:
                 server_side.transport.abort()
             for writer in self._held:
                 writer.transport.abort()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
         try:
             self._call(do)
         finally:
