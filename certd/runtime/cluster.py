@@ -4,7 +4,8 @@ What one node does for the others, and what it learns from them (SQLite: nothing
 here runs; a single node works as before):
 
 - presence: its `node` row, a heartbeat every HEARTBEAT s; nodes gone for
-  `[node] gone_after` have their chargers marked offline (certd.runtime.nodes);
+  `[node] gone_after` have their chargers marked offline (certd.runtime.nodes), and a
+  node that finds its own chargers shown offline (it was stalled) shows them again;
 - takeover: leases whose holder stopped renewing them (a killed process, a host
   gone, a node cut from the database) are looked for on every heartbeat, and the
   work is started here at once: a certificate's check (which cleans the
@@ -57,7 +58,8 @@ class Cluster:
         self.events = 0  # notifications handled (tests, logs)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._acted_on: dict[str, dt.datetime] = {}  # expired lease -> when this node acted on it
+        self._acted_on: dict[str, dt.datetime] = {}
+        self._last_beat: dt.datetime | None = None  # expired lease -> when this node acted on it
         self._closing = False
 
     @staticmethod
@@ -158,6 +160,9 @@ class Cluster:
         now = daemon._clock()  # noqa: SLF001
         gone_after = dt.timedelta(seconds=daemon.config.node.gone_after)
         await asyncio.to_thread(nodes.heartbeat, self.engine, self.node, now)
+        if self._last_beat is not None and now - self._last_beat > gone_after / 2:
+            await self._reclaim_chargers()  # this node was stalled: the others may have taken it for gone
+        self._last_beat = now
         await asyncio.to_thread(nodes.release_chargers_of_gone, self.engine, self.node, now, gone_after)
         for lease in await asyncio.to_thread(leases.expired, self.engine, now):
             last = self._acted_on.get(lease)
@@ -190,6 +195,15 @@ class Cluster:
         if services is not None:
             await services.reload(None)
         await self._run_calls()
+        await self._reclaim_chargers()
+
+    async def _reclaim_chargers(self) -> None:
+        services = self.daemon._services  # noqa: SLF001
+        if services is not None and services.endpoint is not None:
+            live = list(services.endpoint.shared.sessions)
+            if live:
+                await asyncio.to_thread(nodes.reclaim_chargers, self.engine, self.node, live,
+                                        self.daemon._clock())  # noqa: SLF001
 
     async def follow(self, name: str) -> None:
         """Deploy `name`'s current issuance to this node's targets if it has not yet, then tell the

@@ -111,6 +111,21 @@ def release_chargers_of_gone(engine: sa.Engine, me: str, now: dt.datetime, gone_
     return released
 
 
+def reclaim_chargers(engine: sa.Engine, me: str, charger_ids: list[str], now: dt.datetime) -> int:
+    """Chargers connected to this node that the store shows offline (another node took this one
+    for gone while it was stalled) are shown on it again. Returns how many."""
+    chargers = Charger.__table__  # type: ignore[attr-defined]
+    fixed = 0
+    with engine.begin() as conn:
+        for start in range(0, len(charger_ids), 500):
+            fixed += int(conn.execute(sa.update(chargers).where(
+                chargers.c.charger_id.in_(charger_ids[start:start + 500]), chargers.c.connected_node.is_(None))
+                .values(connected_node=me, connected_since=now)).rowcount or 0)
+    if fixed:
+        log.warning("node %s: %d connected charger(s) were shown offline; shown on this node again", me, fixed)
+    return fixed
+
+
 def holders(engine: sa.Engine, now: dt.datetime) -> dict[tuple[str | None, int | None], list[str]]:
     """(process, pid) -> names of the live leases held there, to show what each node works on."""
     table = leases.Lease.__table__  # type: ignore[attr-defined]

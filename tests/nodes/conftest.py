@@ -210,7 +210,7 @@ propagation_grace = {grace}
 [node]
 name = "{name}"
 address = "127.0.0.1:{port or 0}"
-gone_after = 6
+gone_after = 10
 {listener}
 {extra}"""
     text = f"database_url = {toml_str(db_url)}\n" + sandbox_config_toml(world, pebble, node_dir / "state", cert,

@@ -162,7 +162,7 @@ def test_chargers_on_two_nodes_through_a_ca_change(make_fleet, pg_url: str, tmp_
         # -- a node killed: the other marks its chargers offline ---------------------------------
         fleet.kill(node_b)
         await until(lambda: all(c.connected_node != "node-b" for c in chargers(fleet).values()),
-                    "node-b's chargers marked offline", 15)
+                    "node-b's chargers marked offline", 25)
         listed = json.loads((await asyncio.to_thread(fleet.cli, "nodes", "--json")).stdout)
         states = {n["name"]: n["state"] for n in listed["nodes"]}
         assert states == {"node-a": "up", "node-b": "gone"}

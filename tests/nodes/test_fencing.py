@@ -14,6 +14,7 @@ from certd.renewal import pipeline, records
 from certd.store import deploy_state, leases
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuanceAttempt, ManagedCertificate
+from tests.nodes.conftest import wait_until
 from tests.nodes.tcp_proxy import TcpProxy
 
 
@@ -67,24 +68,22 @@ def test_a_takeover_waits_for_the_fenced_write_in_progress(pg_url: str) -> None:
         name = leases.certificate_lease("web")
         old = leases.acquire(engine, name, "certd run")
         _expire(engine, name)
-        fenced = threading.Event()
-        committed: list[float] = []
+        fenced: list[float] = []
 
         def slow_write() -> None:
             with session_scope(engine) as session:
                 old.fence.verify(session.connection())
-                fenced.set()
+                fenced.append(time.monotonic())
                 time.sleep(1.0)
                 session.add(ManagedCertificate(name="web", failure_count=3))
-            committed.append(time.monotonic())
 
         writer = threading.Thread(target=slow_write)
         writer.start()
-        assert fenced.wait(10)
-        new = leases.acquire(engine, name, "certd run")
+        wait_until(lambda: fenced, 10, "the fenced write to start")
+        new = leases.acquire(engine, name, "certd run")  # waits for the write's commit
         taken = time.monotonic()
         writer.join(10)
-        assert committed and committed[0] <= taken and new.taken_over is not None
+        assert taken - fenced[0] >= 0.9 and new.taken_over is not None
         with session_scope(engine) as session:
             assert session.get(ManagedCertificate, "web").failure_count == 3  # type: ignore[union-attr]
         with pytest.raises(leases.LeaseLost):
