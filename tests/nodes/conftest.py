@@ -33,7 +33,7 @@ from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
 from certd.store.nodes import Node
 from tests.conftest import missing_part
-from tests.daemon.conftest import pebble_factory  # noqa: F401 - a fixture used here
+from tests.daemon.conftest import make_setup, pebble_factory  # noqa: F401 - fixtures used here
 from tests.nodes.tcp_proxy import TcpProxy
 
 HOST = "local.example.com"
