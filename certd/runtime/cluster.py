@@ -59,7 +59,8 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._acted_on: dict[str, dt.datetime] = {}
-        self._last_beat: dt.datetime | None = None  # expired lease -> when this node acted on it
+        self._last_beat: dt.datetime | None = None
+        self._unreachable_since: float | None = None  # expired lease -> when this node acted on it
         self._closing = False
 
     @staticmethod
@@ -147,13 +148,19 @@ class Cluster:
             await asyncio.sleep(nodes.HEARTBEAT)
             try:
                 await self._heartbeat()
+                if self._unreachable_since is not None:
+                    log.info("node %s: the store answers again", self.node)
+                    self._unreachable_since = None
                 if asyncio.get_running_loop().time() - last_safety >= SAFETY_INTERVAL:
                     last_safety = asyncio.get_running_loop().time()
                     await self.resync()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the store may be unreachable: next beat
-                log.warning("node %s: heartbeat failed: %s", self.node, exc)
+                if self._unreachable_since is None:  # once per outage, not every beat
+                    self._unreachable_since = asyncio.get_running_loop().time()
+                    log.warning("node %s: heartbeat failed (the store is unreachable?): %s; the node "
+                                "keeps serving and tries again every %g s", self.node, exc, nodes.HEARTBEAT)
 
     async def _heartbeat(self) -> None:
         daemon = self.daemon
