@@ -184,3 +184,24 @@ async def run_claimed(service: OcppService, engine: sa.Engine, node: str) -> int
 
 
 _running: set[asyncio.Task[None]] = set()  # keeps the tasks referenced until they finish
+
+
+async def call_anywhere(service: OcppService | None, engine: sa.Engine, charger_id: str, action: str,
+                        payload: dict[str, Any], *, requested_by: str, timeout: float = 30.0) -> Any:
+    """For code in a node (e.g. a trigger of the charger-certificate flow): send `action` to the
+    charger over this node's socket if it is here, else route it through the store to the node
+    holding it. Returns the answer as plain data; raises CertdError when it failed or timed out."""
+    if service is not None and service.charger(charger_id) is not None:
+        call = ChargerCall(charger_id=charger_id, node=service.node, action=action,
+                           payload_json=json.dumps(payload), requested_by=requested_by, timeout=timeout)
+        answer, error = await execute(service, call)
+    else:
+        call_id = await asyncio.to_thread(request, engine, charger_id, action, payload,
+                                          requested_by=requested_by, timeout=timeout)
+        call = await asyncio.to_thread(wait, engine, call_id, timeout + 5)
+        if call.state not in (CALL_DONE, CALL_FAILED):
+            raise CertdError(f"charger call #{call_id}: node {call.node} did not answer in time")
+        answer, error = json.loads(call.result_json or "null"), call.error
+    if error is not None:
+        raise CertdError(f"{action} for charger {charger_id} via node {call.node}: {error}")
+    return answer

@@ -186,3 +186,27 @@ def test_certd_nodes_lists_nodes_and_what_each_deployed(engine: sa.Engine, db_ur
 
 async def until(predicate, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     await asyncio.to_thread(wait_until, predicate, limit, "the notifications")
+
+
+def test_a_call_from_code_in_a_node_is_routed_to_the_holder_and_its_answer_returned(engine: sa.Engine) -> None:
+    """`call_anywhere` without the charger on this node: a row for the holder, the holder's answer back
+    (the holder is played here by a thread that claims and answers, as run_claimed does)."""
+    charger_registry.insert_charger(engine, "CP9", password_hash=None, heartbeat_class="default")
+    charger_registry.update_charger(engine, "CP9", connected_node="node-b")
+    stop = threading.Event()
+
+    def holder() -> None:
+        while not stop.is_set():
+            for call in charger_calls.claim(engine, "node-b"):
+                charger_calls.finish(engine, call.id, result={"status": "Accepted", "asked": call.action})  # type: ignore[arg-type]
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        answer = asyncio.run(charger_calls.call_anywhere(None, engine, "CP9", "GetInstalledCertificateIds", {},
+                                                         requested_by="node-a", timeout=10))
+    finally:
+        stop.set()
+        thread.join(10)
+    assert answer == {"status": "Accepted", "asked": "GetInstalledCertificateIds"}
