@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "certd.cli.doctor",
     "certd.cli.chargers",
     "certd.cli.charger_ca",
+    "certd.cli.nodes",
     "certd.cli.serve",
     "certd.cli.demo",
 ]

@@ -21,6 +21,7 @@ from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
 from certd.config.mqtt import HomeAssistantConfig, MqttConfig, mqtt_reference_errors
+from certd.config.node import NodeConfig
 from certd.config.ocpp import OcppConfig
 from certd.config.rollover import RolloverConfig
 from certd.config.trust import MqttRegistryConfig, TrustConfig
@@ -52,6 +53,7 @@ class Config(Section):
     daemon: DaemonConfig = DaemonConfig()  # `certd run` pacing + notify hook, see certd/config/daemon.py
     mqtt: MqttConfig = MqttConfig()  # broker connection, see certd/config/mqtt.py
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()  # MQTT discovery, see certd/config/mqtt.py
+    node: NodeConfig = NodeConfig()  # this node among several on one PostgreSQL, see certd/config/node.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

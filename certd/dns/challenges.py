@@ -3,7 +3,9 @@
 A row is written before each create call and deleted only after the record is
 gone, so a crash at any point leaves enough to clean up at the next start. The row
 names the record as written (a delegated challenge's target), its zone and the
-credential (account) that wrote it, so cleanup needs no lookup.
+credential (account) that wrote it, so cleanup needs no lookup. With a `fence` (the
+order's hold on its certificate's lease) nothing is created or deleted once another
+process took the lease over: the records are then its to delete.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ class Dns01Records:
     """
 
     def __init__(self, dns: DnsProvider, engine: sa.Engine, attempt_id: int | None,
-                 targets: Mapping[str, ChallengeTarget] | None = None) -> None:
+                 targets: Mapping[str, ChallengeTarget] | None = None, *,
+                 fence: leases.Fence | None = None) -> None:
         self._dns = dns
         self._engine = engine
         self._attempt_id = attempt_id
         self._targets = dict(targets or {})
+        self._fence = fence
         self.zones: dict[str, Zone] = {}  # challenge name -> zone written to
         self.record_names: dict[str, str] = {}  # challenge name -> record name written
 
@@ -55,6 +59,8 @@ class Dns01Records:
         self.zones[fqdn] = zone
         self.record_names[fqdn] = name
         with session_scope(self._engine) as session:
+            if self._fence is not None:
+                self._fence.verify(session.connection())
             row = ChallengeRecord(attempt_id=self._attempt_id, zone_id=zone.id, zone_name=zone.name,
                                   fqdn=name, value=value, account=zone.account)
             session.add(row)
@@ -82,19 +88,26 @@ class Dns01Records:
             rows = session.exec(
                 select(ChallengeRecord).where(ChallengeRecord.attempt_id == self._attempt_id)
             ).all()
-        return [err for row in rows if (err := remove_challenge_record(self._dns, self._engine, row))]
+        return [err for row in rows
+                if (err := remove_challenge_record(self._dns, self._engine, row, self._fence))]
 
 
-def remove_challenge_record(dns: DnsProvider, engine: sa.Engine, row: ChallengeRecord) -> str | None:
+def remove_challenge_record(dns: DnsProvider, engine: sa.Engine, row: ChallengeRecord,
+                            fence: leases.Fence | None = None) -> str | None:
     """Delete the record behind `row`, then the row; an error message if the record may remain."""
     zone = Zone(id=row.zone_id, name=row.zone_name, account=row.account)
     try:
+        if fence is not None:
+            fence.check(engine)
         if row.record_id:
             dns.delete_record(zone, row.record_id)
         else:
             # Crashed before the create answered: the record may or may not exist.
             for record in dns.list_records(zone, name=row.fqdn, type="TXT", content=row.value):
                 dns.delete_record(zone, record.id)
+    except leases.LeaseLost as exc:
+        log.warning("leaving challenge record %s to the process that took the order over: %s", row.fqdn, exc)
+        return f"{row.fqdn}: {exc}"
     except CertdError as exc:
         log.error("could not delete challenge record %s: %s (will retry at next start)", row.fqdn, exc)
         return f"{row.fqdn}: {exc}"
@@ -112,7 +125,8 @@ def has_leftover_records(engine: sa.Engine) -> bool:
         return session.exec(select(ChallengeRecord.id).limit(1)).first() is not None
 
 
-def cleanup_records_of(dns: DnsProvider, engine: sa.Engine, name: str) -> int:
+def cleanup_records_of(dns: DnsProvider, engine: sa.Engine, name: str,
+                       fence: leases.Fence | None = None) -> int:
     """Remove the records of `name`'s interrupted order. The caller holds `name`'s lease (it took
     it over from a process that is gone), so no order of `name` can own them."""
     with session_scope(engine) as session:
@@ -121,7 +135,7 @@ def cleanup_records_of(dns: DnsProvider, engine: sa.Engine, name: str) -> int:
             .join(IssuanceAttempt, ChallengeRecord.attempt_id == IssuanceAttempt.id)  # type: ignore[arg-type]
             .where(IssuanceAttempt.name == name)
         ).all())
-    return _remove_leftovers(dns, engine, rows, f"an interrupted order of {name}") if rows else 0
+    return _remove_leftovers(dns, engine, rows, f"an interrupted order of {name}", fence) if rows else 0
 
 
 def cleanup_leftover_records(dns: DnsProvider, engine: sa.Engine, purpose: str = "certd") -> int:
@@ -145,14 +159,16 @@ def cleanup_leftover_records(dns: DnsProvider, engine: sa.Engine, purpose: str =
             removed += _remove_leftovers(dns, engine, group, "an interrupted run")
             continue
         try:
-            with leases.held(engine, leases.certificate_lease(name), purpose):
-                removed += _remove_leftovers(dns, engine, group, f"an interrupted order of {name}")
+            with leases.held(engine, leases.certificate_lease(name), purpose) as lease:
+                removed += _remove_leftovers(dns, engine, group, f"an interrupted order of {name}",
+                                             lease.fence)
         except leases.LeaseBusy as busy:
             log.info("leaving %d challenge record(s) of %s alone: its order is running (%s)",
                      len(group), name, busy)
     return removed
 
 
-def _remove_leftovers(dns: DnsProvider, engine: sa.Engine, rows: list[ChallengeRecord], whose: str) -> int:
+def _remove_leftovers(dns: DnsProvider, engine: sa.Engine, rows: list[ChallengeRecord], whose: str,
+                      fence: leases.Fence | None = None) -> int:
     log.warning("removing %d challenge record(s) left by %s", len(rows), whose)
-    return sum(1 for row in rows if remove_challenge_record(dns, engine, row) is None)
+    return sum(1 for row in rows if remove_challenge_record(dns, engine, row, fence) is None)

@@ -34,6 +34,7 @@ from certd.issue.keys import (
     PrivateKey, cert_info, fingerprint, generate_key, key_to_pem, make_csr, split_pem_chain,
 )
 from certd.store.db import session_scope
+from certd.store.leases import Fence, LeaseLost
 from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
 from certd.store.types import utcnow
 
@@ -53,8 +54,10 @@ def _cancellable_sleep(cancel: threading.Event | None):  # type: ignore[no-untyp
     return sleep
 
 
-def _start_attempt(engine: sa.Engine, name: str) -> int:
+def _start_attempt(engine: sa.Engine, name: str, fence: Fence | None) -> int:
     with session_scope(engine) as session:
+        if fence is not None:
+            fence.verify(session.connection())
         attempt = IssuanceAttempt(name=name)
         session.add(attempt)
         session.flush()
@@ -63,27 +66,38 @@ def _start_attempt(engine: sa.Engine, name: str) -> int:
 
 
 def _finish_attempt(engine: sa.Engine, attempt_id: int, outcome: str, error: str | None = None,
-                    certificate_id: int | None = None) -> None:
-    with session_scope(engine) as session:
-        attempt = session.get(IssuanceAttempt, attempt_id)
-        if attempt is not None:
+                    certificate_id: int | None = None, fence: Fence | None = None) -> None:
+    """Only a running attempt is finished: the node that took an interrupted order over has
+    marked it abandoned already, and a node that lost the lease writes nothing."""
+    try:
+        with session_scope(engine) as session:
+            if fence is not None:
+                fence.verify(session.connection())
+            attempt = session.get(IssuanceAttempt, attempt_id)
+            if attempt is None or attempt.outcome != "running":
+                return
             attempt.finished_at = utcnow()
             attempt.outcome = outcome
             attempt.error = error
             attempt.certificate_id = certificate_id
             session.add(attempt)
+    except LeaseLost as exc:
+        log.warning("attempt #%s not recorded as %s: %s", attempt_id, outcome, exc)
 
 
 def _store_issued(engine: sa.Engine, config: Config, cert_cfg: CertificateConfig, key_pem: str,
                   fullchain: str, alternates: list[str], profile: str | None,
-                  attempt_id: int) -> IssuedCertificate:
-    """Certificate row, current pointer and attempt outcome in one transaction."""
+                  attempt_id: int, fence: Fence | None = None) -> IssuedCertificate:
+    """Certificate row, current pointer and attempt outcome in one transaction (fenced: never
+    once another process took the certificate's lease over)."""
     pems = split_pem_chain(fullchain)
     if not pems:
         raise IssuanceError("the CA returned no certificate")
     info = cert_info(pems[0])
     chain = pems[1:]
     with session_scope(engine) as session:
+        if fence is not None:
+            fence.verify(session.connection())
         issued = IssuedCertificate(
             name=cert_cfg.name, domains=",".join(cert_cfg.domains), key_type=cert_cfg.key_type,
             serial=info.serial, not_before=info.not_before, not_after=info.not_after,
@@ -115,16 +129,18 @@ def issue_certificate(
     config: Config, engine: sa.Engine, name: str, *,
     dns: DnsProvider | None = None, replaces: str | None = None,
     cancel: threading.Event | None = None, key: Future[PrivateKey] | None = None,
+    fence: Fence | None = None,
 ) -> IssuedCertificate:
     """Run one order for `name` and store the result; TXT records are removed whatever happens.
 
     `key` is a key generated ahead (of the configured type) by a caller that had time to spare.
+    `fence`: the caller's hold on the certificate's lease; every write of the order checks it.
     """
     cert_cfg = config.certificate(name)
     dns = dns or open_dns(config)
     sleep = _cancellable_sleep(cancel)
-    attempt_id = _start_attempt(engine, name)
-    records = Dns01Records(dns, engine, attempt_id)
+    attempt_id = _start_attempt(engine, name, fence)
+    records = Dns01Records(dns, engine, attempt_id, fence=fence)
     started = time.monotonic()
 
     def wait_visible(expected: dict[str, set[str]]) -> None:
@@ -143,7 +159,7 @@ def issue_certificate(
             client = acme_client_for(config, engine)
             targets = plan_future.result()
             private_key = key_future.result()
-        records = Dns01Records(dns, engine, attempt_id, targets)
+        records = Dns01Records(dns, engine, attempt_id, targets, fence=fence)
         csr = make_csr(private_key, cert_cfg.domains)
 
         def run_order(client: ClientV2) -> OrderOutcome:
@@ -162,11 +178,11 @@ def issue_certificate(
         fullchain = select_chain([outcome.fullchain_pem, *outcome.alternate_fullchains], preferred)
         offered = [c for c in [outcome.fullchain_pem, *outcome.alternate_fullchains] if c != fullchain]
         issued = _store_issued(engine, config, cert_cfg, key_to_pem(private_key).decode(), fullchain,
-                               offered, outcome.profile, attempt_id)
+                               offered, outcome.profile, attempt_id, fence)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, CertdError) else f"{type(exc).__name__}: {exc}"
         outcome_name = "abandoned" if isinstance(exc, IssuanceCancelled | KeyboardInterrupt) else "failure"
-        _finish_attempt(engine, attempt_id, outcome_name, message)
+        _finish_attempt(engine, attempt_id, outcome_name, message, fence=fence)
         raise
     finally:
         leftovers = records.cleanup()

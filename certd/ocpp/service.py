@@ -26,7 +26,6 @@ import datetime as dt
 import gc
 import logging
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from certd.config import Config
+from certd.config.node import node_name
 from certd.config.ocpp import ListenerConfig, listener_certificate_errors
 from certd.errors import CertdError, ConfigError
 from certd.ocpp import auth, charger_registry, mtls
@@ -144,7 +144,7 @@ class OcppService:
         self.ocpp = config.ocpp
         self.engine = engine
         self.clock = clock
-        self.node = self.ocpp.node_name or socket.gethostname()
+        self.node = node_name(config)  # [node] name, else [ocpp] node_name, else the host name
         credentials, sessions = auth.VerifiedCredentials(), {}
         superseded = SupersededConnections(sessions, credentials, self.ocpp.handshake_timeout)
         first_contact = FirstContactRegistrar(engine, self.ocpp.default_heartbeat_class,

@@ -36,6 +36,7 @@ from certd.renewal.check import Maintainer
 from certd.renewal.records import ensure_rows
 from certd.renewal.result import CheckResult
 from certd.runtime import jobs
+from certd.runtime.cluster import Cluster
 from certd.runtime.sdnotify import Notifier
 from certd.runtime.services import OcppServices
 from certd.runtime.watch import LiveCopyWatcher
@@ -94,6 +95,7 @@ class Daemon:
         self._services: OcppServices | None = None  # set once the store is open
         self._live_watch: LiveCopyWatcher | None = None
         self._mqtt: MqttService | None = None  # [mqtt]: Home Assistant entities, MQTT registries
+        self.cluster: Cluster | None = None  # one node of several (PostgreSQL): certd.runtime.cluster
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -144,6 +146,9 @@ class Daemon:
         from certd.mqtt.service import MqttService  # MQTT: certd.mqtt; nothing runs without [mqtt] host
         self._mqtt = MqttService(self.engine, self._clock, ocpp=lambda: self.ocpp)
         await self._mqtt.start(self.config)
+        if Cluster.wanted(self):
+            self.cluster = Cluster(self)
+            await self.cluster.start()
         await self._schedule_periodic_jobs(self.config)
         if self._notifier.watchdog_interval:
             self._scheduler.add_job(self._watchdog, "interval", seconds=self._notifier.watchdog_interval,
@@ -185,6 +190,8 @@ class Daemon:
             await self._live_watch.close()
         if self._mqtt is not None:  # `offline` on the broker before the endpoint goes
             await self._mqtt.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._services is not None:
             await self._services.close()
         if self._executor is not None:

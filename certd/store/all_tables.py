@@ -9,3 +9,4 @@ from certd.store import rollover  # noqa: F401
 from certd.store import leases  # noqa: F401
 from certd.store import charger_ca  # noqa: F401
 from certd.store import mqtt  # noqa: F401
+from certd.store import nodes  # noqa: F401

@@ -61,7 +61,10 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    from certd.store.pg import keepalive_args
+
+    extra = keepalive_args(parsed.query) if parsed.get_backend_name() == "postgresql" else {}
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=extra)
 
 
 @contextmanager
