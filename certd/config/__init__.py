@@ -20,6 +20,7 @@ from certd.config.daemon import DaemonConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
+from certd.config.http import HttpConfig
 from certd.config.ocpp import OcppConfig
 from certd.config.rollover import RolloverConfig
 from certd.config.trust import TrustConfig
@@ -49,6 +50,7 @@ class Config(Section):
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
     rollover: RolloverConfig = RolloverConfig()  # CA roots onto chargers over OCPP, see certd/config/rollover.py
     daemon: DaemonConfig = DaemonConfig()  # `certd run` pacing + notify hook, see certd/config/daemon.py
+    http: HttpConfig = HttpConfig()  # metrics, health probes, status page, see certd/config/http.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -69,6 +71,8 @@ class Config(Section):
             names.add(self.acme.eab.hmac_key_env)
         for registry in self.trust.registries:
             names.update(n for n in (registry.auth_env, registry.hmac_secret_env) if n)
+        if self.http.auth and self.http.auth.token_env:
+            names.add(self.http.auth.token_env)
         return tuple(sorted(names))
 
     def certificate(self, name: str) -> CertificateConfig:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudflare
+import httpx
 
 from certd.errors import DNSProviderError
+from certd.metrics import CLOUDFLARE_REQUESTS, cloudflare_outcome
 
 if TYPE_CHECKING:
     from certd.config.cloudflare import CloudflareConfig
@@ -77,6 +79,25 @@ def _zone_covers(zone_name: str, name: str) -> bool:
     return name == zone_name or name.endswith("." + zone_name)
 
 
+class _CountingTransport(httpx.BaseTransport):
+    """Counts every request the SDK sends (retries included) by outcome, for certd's /metrics."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TransportError:
+            CLOUDFLARE_REQUESTS.labels(cloudflare_outcome(None)).inc()
+            raise
+        CLOUDFLARE_REQUESTS.labels(cloudflare_outcome(response.status_code)).inc()
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class _TokenOnlyCloudflare(cloudflare.Cloudflare):
     """SDK client that authenticates with its API token and nothing else.
 
@@ -102,7 +123,8 @@ class CloudflareDNS:
         max_retries: int = 4, timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        options: dict[str, Any] = {"timeout": timeout}
+        options: dict[str, Any] = {"timeout": timeout,
+                                   "http_client": cloudflare.DefaultHttpxClient(transport=_CountingTransport())}
         if base_url:
             options["base_url"] = base_url
         self._client = _TokenOnlyCloudflare(api_token=api_token, max_retries=max_retries, **options)

@@ -1,0 +1,147 @@
+"""One status row per configured certificate, from the store only (no network).
+
+Shared by `certd status --json` and the HTTP server's /api/v1/status, /metrics
+and status page, so they never disagree. The store is read in a handful of
+bulk queries (not a few per certificate): the HTTP server builds these rows on
+every scrape. Private keys are never read.
+
+The renewal reason and time are the ones the last check recorded (ARI window
+or backstop); before any check they are computed from the certificate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from certd.config import CertificateConfig, Config
+
+
+@dataclass(frozen=True)
+class IssuedView:
+    """What the status needs of an issued certificate (no key, no PEM)."""
+
+    id: int
+    name: str
+    domains: str
+    key_type: str
+    serial: str
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    issued_at: dt.datetime
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def issued_views(session: Any, ids: Iterable[int]) -> dict[int, IssuedView]:
+    """Issued certificates by id, without their key or PEM columns."""
+    from certd.store.models import IssuedCertificate as IC
+
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    columns = (IC.id, IC.name, IC.domains, IC.key_type, IC.serial, IC.issuer,  # type: ignore[var-annotated]
+               IC.not_before, IC.not_after, IC.issued_at)
+    rows = session.execute(sa.select(*columns).where(IC.id.in_(wanted))).all()  # type: ignore[union-attr]
+    return {row.id: IssuedView(*row) for row in rows}
+
+
+@dataclass
+class StoreRows:
+    """The store rows behind the status of every configured certificate, read in bulk."""
+
+    managed: dict[str, Any]
+    states: dict[str, Any]
+    issued: dict[int, IssuedView]
+    attempts: dict[str, Any]
+    leases: dict[str, Any]
+
+
+def read_rows(session: Any, names: list[str]) -> StoreRows:
+    from certd.store.leases import Lease, certificate_lease
+    from certd.store.models import IssuanceAttempt, ManagedCertificate
+    from certd.store.renewal import RenewalState
+
+    if not names:
+        return StoreRows({}, {}, {}, {}, {})
+    managed = {m.name: m for m in session.execute(
+        sa.select(ManagedCertificate).where(ManagedCertificate.name.in_(names))).scalars()}  # type: ignore[attr-defined]
+    states = {s.name: s for s in session.execute(
+        sa.select(RenewalState).where(RenewalState.name.in_(names))).scalars()}  # type: ignore[attr-defined]
+    issued = issued_views(session, [m.current_id for m in managed.values() if m.current_id])
+    latest = (sa.select(sa.func.max(IssuanceAttempt.id)).where(IssuanceAttempt.name.in_(names))  # type: ignore[arg-type,attr-defined]
+              .group_by(IssuanceAttempt.name).scalar_subquery())
+    attempts = {a.name: a for a in session.execute(
+        sa.select(IssuanceAttempt).where(IssuanceAttempt.id.in_(latest))).scalars()}  # type: ignore[union-attr]
+    lease_names = {certificate_lease(n): n for n in names}
+    leases = {lease_names[row.name]: row for row in session.execute(
+        sa.select(Lease).where(Lease.name.in_(list(lease_names)))).scalars()}  # type: ignore[attr-defined]
+    return StoreRows(managed, states, issued, attempts, leases)
+
+
+def certificate_row(cert_cfg: CertificateConfig, rows: StoreRows, now: dt.datetime) -> dict[str, Any]:
+    """The status of one certificate (pure: store rows and a clock reading)."""
+    from certd.renewal import rules
+
+    managed = rows.managed.get(cert_cfg.name)
+    state = rows.states.get(cert_cfg.name)
+    issued = rows.issued.get(managed.current_id) if managed and managed.current_id else None
+    attempt = rows.attempts.get(cert_cfg.name)
+    ari_at = state.ari_renew_at if state and state.ari_supported else None
+    decision = rules.renewal_decision(cert_cfg, issued, now, ari_renew_at=ari_at)  # type: ignore[arg-type]
+    failures = managed.failure_count if managed else 0
+    reason, renew_at = decision.reason, decision.renew_at
+    if failures and managed and managed.renew_reason:
+        # Why the failing renewal was started (the daemon also saw the files and the chain).
+        reason = managed.renew_reason
+    lease = rows.leases.get(cert_cfg.name)
+    working = lease is not None and lease.expires_at > now
+    critical = rules.is_critical(issued.not_before if issued else None,
+                                 issued.not_after if issued else None, now)
+    return {
+        "name": cert_cfg.name,
+        "domains": list(cert_cfg.domains),
+        "key_type": issued.key_type if issued else cert_cfg.key_type,
+        "serial": issued.serial if issued else None,
+        "issuer": issued.issuer if issued else None,
+        "not_after": _iso(issued.not_after) if issued else None,
+        "days_left": round((issued.not_after - now).total_seconds() / 86400, 1) if issued else None,
+        "renewal_due": decision.due,
+        "renewal_reason": reason,
+        "renew_at": _iso(renew_at),
+        "ari_window_start": _iso(state.ari_window_start) if state and state.ari_supported else None,
+        "ari_window_end": _iso(state.ari_window_end) if state and state.ari_supported else None,
+        "ari_checked_at": _iso(managed.ari_checked_at) if managed else None,
+        "next_check": _iso(managed.next_check_at) if managed else None,
+        "next_attempt": _iso(managed.next_attempt_at) if managed and failures else None,
+        "failures": failures,
+        "last_error": managed.last_error if managed and failures else None,
+        # Renewal keeps failing inside the last tenth of life (or with nothing issued at all).
+        "critical": bool(failures) and critical,
+        "hooks_pending": bool(managed and managed.hooks_pending),
+        "deploy_failures": state.deploy_failures if state else 0,
+        "last_attempt": _iso(attempt.started_at) if attempt else None,
+        "last_outcome": attempt.outcome if attempt else None,
+        "last_attempt_error": attempt.error if attempt else None,
+        # A certd process is looking at or renewing it right now (certd.store.leases).
+        "in_progress": {"by": lease.purpose, "on": lease.holder, "since": _iso(lease.acquired_at)}
+        if lease is not None and working else None,
+    }
+
+
+def collect(config: Config, engine: sa.Engine, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """One row per configured certificate, from the store only (no network)."""
+    from certd.store.db import session_scope
+    from certd.store.types import utcnow
+
+    now = now or utcnow()
+    with session_scope(engine) as session:
+        rows = read_rows(session, [c.name for c in config.certificates])
+    return [certificate_row(cert_cfg, rows, now) for cert_cfg in config.certificates]
