@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Set up everything certd and its tests need on a fresh Debian machine:
-# Pebble (Let's Encrypt's test CA, Debian package) and a virtualenv with certd.
+# Pebble (Let's Encrypt's test CA, Debian package), Chromium and its WebDriver (the status page's
+# browser tests) and a virtualenv with certd.
 # Fails loudly when a part cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 
-if ! command -v pebble >/dev/null 2>&1 && [ ! -x /usr/bin/pebble ]; then
-  echo "bootstrap: installing Pebble (Debian package 'pebble')" >&2
+APT_PACKAGES=""
+command -v pebble >/dev/null 2>&1 || [ -x /usr/bin/pebble ] || APT_PACKAGES="pebble"
+command -v chromium >/dev/null 2>&1 || APT_PACKAGES="$APT_PACKAGES chromium"
+command -v chromedriver >/dev/null 2>&1 || APT_PACKAGES="$APT_PACKAGES chromium-driver"
+if [ -n "$APT_PACKAGES" ]; then
+  echo "bootstrap: installing Debian packages:$APT_PACKAGES" >&2
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "bootstrap: need root or sudo to apt-get install pebble" >&2; exit 1; }
+    command -v sudo >/dev/null 2>&1 || { echo "bootstrap: need root or sudo to apt-get install$APT_PACKAGES" >&2; exit 1; }
     SUDO="sudo"
   fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pebble >/dev/null
-  command -v pebble >/dev/null 2>&1 || { echo "bootstrap: pebble still missing after apt-get install" >&2; exit 1; }
+  # shellcheck disable=SC2086 # a list of package names
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $APT_PACKAGES >/dev/null
+  for tool in pebble chromium chromedriver; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bootstrap: $tool still missing after apt-get install" >&2; exit 1; }
+  done
 fi
 
 if [ ! -x .venv/bin/python ]; then

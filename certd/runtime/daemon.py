@@ -85,6 +85,7 @@ class Daemon:
         self._thread_waits: set[asyncio.Task[Any]] = set()
         self._ocpp: Any = None
         self._rollover: Any = None
+        self._http: Any = None  # certd.http.service.HttpService while [http] is enabled
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -118,6 +119,7 @@ class Daemon:
         dns = await self._in_thread(self._maintainer.dns)  # a missing token fails the start, clearly
         await self._in_thread(cleanup_leftover_records, dns, self.engine, "certd run")
         await self._reconcile()
+        await self._start_http()  # [http] before anything else listens: a taken port fails the start
         self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.timezone.utc, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._scheduler.start()
@@ -166,6 +168,7 @@ class Daemon:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         await self._stop_services()
+        await self._stop_http()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_engine and self.engine is not None and not self.stuck_threads:
@@ -304,6 +307,7 @@ class Daemon:
         for name in sorted(names):
             self.schedule(name, now)  # look at everything again under the new config
         await self._reload_services(old, new)
+        await self._reload_http(new)
         log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
         return True
 
@@ -473,6 +477,39 @@ class Daemon:
     async def _watchdog(self) -> None:
         # A coroutine on purpose: the ping proves the event loop itself is alive.
         self._notifier.watchdog()
+
+    # -- HTTP server (certd.http): metrics, probes, status page ------------------------------
+    async def _open_http(self) -> None:
+        from certd.http.live import LiveSources, scheduler_state
+        from certd.http.service import HttpService
+
+        live = LiveSources(clock=self._clock, ocpp=lambda: self._ocpp,
+                           scheduler=lambda: scheduler_state(self._scheduler, self._running))
+        service = HttpService(self.config, self.engine, live=live)  # type: ignore[arg-type]
+        await service.start()  # ConfigError naming the key: address taken, secret unreadable
+        self._http = service
+
+    async def _start_http(self) -> None:
+        if self.config.http.enabled:
+            try:
+                await self._open_http()
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _stop_http(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _reload_http(self, new: Config) -> None:
+        try:
+            if self._http is not None:
+                await self._http.reload(new)
+            elif new.http.enabled:
+                await self._open_http()
+        except CertdError as exc:
+            log.error("HTTP server: the new [http] settings were not applied: %s", exc)
 
     # -- plumbing ------------------------------------------------------------------------
     def _open_store(self) -> sa.Engine:

@@ -40,6 +40,9 @@ host = "{HOST}"
 bind = "127.0.0.1"
 port = 0
 certificates = ["ocpp-rsa"]
+
+[http]
+listen = ["127.0.0.1:0"]
 ''')
     return path
 
