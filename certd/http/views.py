@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from certd.http import collector, probes, snapshot, timeline
 from certd.http.charger_list import charger_page, clean_query, page_number
@@ -26,6 +25,8 @@ log = logging.getLogger("certd.http")
 
 SERVICE: web.AppKey["HttpService"] = web.AppKey("certd_http_service")
 PROBES = ("/livez", "/readyz")
+# The classic text format generate_latest writes; every Prometheus version reads it.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STORE_TIMEOUT = 5.0  # seconds a request waits for the store before answering without it
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -147,7 +148,7 @@ async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     live, data, _error = await _overview(service, with_events=False)
     text = await service.in_thread(collector.render, data, live, service.now())
-    return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=text, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def api_status(request: web.Request) -> web.Response:
