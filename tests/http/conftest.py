@@ -4,6 +4,7 @@ listener and real `ocpp` chargers, and a real HTTP client against its server."""
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -43,13 +44,16 @@ certificates = ["{certificate}"]
 """
 
 
-def with_http(setup: Setup, body: str) -> Setup:
-    """The same setup with `body` as its [http] table (written to the config file too)."""
-    text = setup.text.replace(f"[http]\n{SANDBOX_HTTP}", f"[http]\n{body}")
-    assert text != setup.text or body == SANDBOX_HTTP
+def with_http(setup: Setup, body: str, *, parse: bool = True) -> Setup:
+    """The same setup with `body` (no blank line in it) as its [http] table, in the config file too;
+    `parse=False` for a body the config model refuses (check-config is then what is tested)."""
+    assert "\n\n" not in body
+    text, count = re.subn(r"\[http\]\n.*?\n\n", lambda _: f"[http]\n{body}\n\n", setup.text, count=1, flags=re.S)
+    assert count == 1
     setup.config_path.write_text(text)
     setup.text = text
-    setup.config = parse_config(text, str(setup.config_path))
+    if parse:
+        setup.config = parse_config(text, str(setup.config_path))
     return setup
 
 
