@@ -259,7 +259,8 @@ async def _client(spec: dict) -> dict:
         ctx.set_ciphers(spec["client_ciphers"])
     stats = {"handshakes": [], "handshake_end": [], "rtt_steady": [], "rtt_ramp": [],
              "failed_ramp": 0, "failed_reload": 0, "drops": 0, "drops_reload": 0,
-             "fresh_ok": 0, "fresh_serials": {}, "fail_reasons": {}}
+             "fresh_ok": 0, "fresh_serials": {}, "fail_reasons": {},
+             "rtt_at": []}  # (sent wall time, RTT) of every heartbeat: bench/http.py cuts its own windows
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     connections = []
@@ -316,6 +317,7 @@ async def _client(spec: dict) -> dict:
                 await ws.send(f'[2,"h{n}","Heartbeat",{{}}]')
                 await ws.recv()
                 rtt = time.perf_counter() - sent
+                stats["rtt_at"].append((sent_wall, rtt))
                 if t_steady <= sent_wall < t_steady_end:
                     stats["rtt_steady"].append(rtt)
                 elif sent_wall < t_steady:

@@ -32,7 +32,9 @@ from certd.config.http import HttpConfig, http_certificate_errors
 from certd.errors import CertdError, ConfigError
 from certd.http import views
 from certd.http.credentials import Credentials, load_credentials
-from certd.http.live import LiveSources
+from certd.http import snapshot
+from certd.http.live import LiveSources, LiveView
+from certd.http.rollover_cache import RolloverCache
 from certd.http.tls_material import HttpTls, secret_values
 
 log = logging.getLogger("certd.http")
@@ -56,6 +58,7 @@ class HttpService:
         self._runner: web.AppRunner | None = None
         self._sites: list[web.TCPSite] = []
         self._lag_task: asyncio.Task[None] | None = None
+        self.rollover = RolloverCache(self._rollover_now)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -69,6 +72,7 @@ class HttpService:
             await self.close()
             raise
         self._lag_task = asyncio.get_running_loop().create_task(self._watch_lag(), name="certd-http-lag")
+        asyncio.get_running_loop().create_task(self._warm_up(), name="certd-http-warm-up")
 
     async def reload(self, config: Config) -> None:
         """Apply a new config; on any error the running server keeps the old one (and this raises)."""
@@ -92,10 +96,12 @@ class HttpService:
         else:
             await self._load_settings(config)
         self.config = config
+        self.rollover.clear()  # listeners, bundles or rollover settings may have changed
         if self._tls is not None:
             await self._tls.refresh(config)
 
     async def close(self) -> None:
+        await self.rollover.close()
         if self._lag_task is not None:
             self._lag_task.cancel()
             try:
@@ -184,6 +190,22 @@ class HttpService:
             await asyncio.sleep(LAG_INTERVAL)
             late = max(0.0, loop.time() - planned)
             self.loop_lag = late if late > self.loop_lag else self.loop_lag * 0.5 + late * 0.5
+
+    async def _rollover_now(self, live: LiveView) -> list[dict[str, Any]]:
+        return await self.in_thread(snapshot.rollover, self.config, self.engine, live, self.now())  # type: ignore[no-any-return]
+
+    async def _warm_up(self) -> None:
+        """Import and compile what the first scrape needs now, not in the first scrape's time."""
+        from certd.http import collector, views
+        from certd.http.live import take_live_view
+
+        try:
+            live = take_live_view(self.live)
+            data = await self.in_thread(views.read_overview, self, live, self.now(), True,
+                                        await self.rollover.get(live))
+            await self.in_thread(collector.render, data, live, self.now())
+        except Exception as exc:  # noqa: BLE001 - a real request reports the problem
+            log.debug("HTTP server warm-up: %s", type(exc).__name__)
 
     async def in_thread(self, func: Any, *args: Any, timeout: float | None = None) -> Any:
         """Run `func(*args)` in the HTTP server's own worker threads."""

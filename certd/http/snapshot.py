@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from certd.config import Config
 from certd.http.live import LiveView
-from certd.renewal.status import IssuedView, certificate_row, issued_views, read_rows
+from certd.renewal.status import IssuedView, certificate_row, read_rows
 
 RECENT_EVENTS = 30
 
@@ -103,12 +103,14 @@ def listeners(session: Any, config: Config, live: LiveView, now: dt.datetime) ->
 
 
 def dns_records(session: Any) -> list[dict[str, Any]]:
-    from certd.store.hosts import all_rows
+    from certd.store.hosts import ManagedDnsRecord
 
+    table = ManagedDnsRecord.__table__  # type: ignore[attr-defined]
+    rows = session.connection().execute(sa.select(table).order_by(table.c.name, table.c.type))
     return [{"name": r.name, "type": r.type, "state": r.state, "content": r.content,
              "adopted": r.adopted, "last_action": r.last_action, "last_error": r.last_error,
              "last_checked_at": _iso(r.last_checked_at), "last_changed_at": _iso(r.last_changed_at)}
-            for r in all_rows(session)]
+            for r in rows]
 
 
 def bundles(session: Any, config: Config) -> list[dict[str, Any]]:
@@ -117,7 +119,7 @@ def bundles(session: Any, config: Config) -> list[dict[str, Any]]:
 
     newest = (sa.select(sa.func.max(V.id)).group_by(V.bundle, V.flavour).scalar_subquery())
     columns = (V.bundle, V.flavour, V.seq, V.sha256, V.reason, V.created_at, V.manifest_json)  # type: ignore[var-annotated]
-    versions = session.execute(sa.select(*columns).where(V.id.in_(newest))  # type: ignore[union-attr]
+    versions = session.connection().execute(sa.select(*columns).where(V.id.in_(newest))  # type: ignore[union-attr]
                                .order_by(V.bundle, V.flavour)).all()
     members: dict[str, list[dict[str, Any]]] = {}
     fingerprints: set[str] = set()
@@ -125,7 +127,7 @@ def bundles(session: Any, config: Config) -> list[dict[str, Any]]:
         entries = json.loads(v.manifest_json).get("certificates", [])
         members[f"{v.bundle}/{v.flavour}"] = entries
         fingerprints.update(e["fingerprint"] for e in entries)
-    starts = dict(session.execute(sa.select(CA.fingerprint, CA.not_before)  # type: ignore[call-overload]
+    starts = dict(session.connection().execute(sa.select(CA.fingerprint, CA.not_before)  # type: ignore[call-overload]
                                   .where(CA.fingerprint.in_(sorted(fingerprints)))).all()) if fingerprints else {}
     return [{
         "bundle": v.bundle, "flavour": v.flavour, "version": v.seq, "sha256": v.sha256,
@@ -142,13 +144,13 @@ def deliveries(session: Any, config: Config) -> dict[str, Any]:
 
     counts: dict[str, dict[str, int]] = {r.name: {"pending": 0, "delivered": 0, "rejected": 0}
                                          for r in config.trust.registries}
-    for registry, state, number in session.execute(
+    for registry, state, number in session.connection().execute(
             sa.select(D.registry_name, D.state, sa.func.count()).group_by(D.registry_name, D.state)).all():
         counts.setdefault(registry, {"pending": 0, "delivered": 0, "rejected": 0})[state] = number
-    oldest = {registry: _iso(at) for registry, at in session.execute(
+    oldest = {registry: _iso(at) for registry, at in session.connection().execute(
         sa.select(D.registry_name, sa.func.min(D.created_at)).where(D.state == "pending")
         .group_by(D.registry_name)).all()}
-    recent = session.execute(
+    recent = session.connection().execute(
         sa.select(D.id, D.registry_name, D.state, D.attempts, D.last_status, D.created_at,  # type: ignore[call-overload]
                   D.delivered_at, D.next_attempt_at, V.bundle, V.flavour, V.seq)
         .join(V, V.id == D.version_id).order_by(D.id.desc()).limit(20)).all()  # type: ignore[union-attr]
@@ -164,16 +166,16 @@ def chargers(session: Any) -> dict[str, Any]:
     """Registry counts: connected (any certd node), pending approval, by version, by vendor/model."""
     from certd.store.chargers import REGISTRATION_PENDING, Charger as C
 
-    total, connected, pending, disabled = session.execute(sa.select(
+    total, connected, pending, disabled = session.connection().execute(sa.select(
         sa.func.count(),
         sa.func.count(C.connected_node),
         sa.func.coalesce(sa.func.sum(sa.case((C.registration == REGISTRATION_PENDING, 1), else_=0)), 0),
         sa.func.coalesce(sa.func.sum(sa.case((C.enabled == sa.false(), 1), else_=0)), 0),
     )).one()
-    by_version = {version or "unknown": n for version, n in session.execute(
+    by_version = {version or "unknown": n for version, n in session.connection().execute(
         sa.select(C.ocpp_version, sa.func.count()).where(C.connected_node.is_not(None))  # type: ignore[union-attr]
         .group_by(C.ocpp_version)).all()}
-    models = session.execute(
+    models = session.connection().execute(
         sa.select(C.vendor, C.model, sa.func.count().label("n")).group_by(C.vendor, C.model)
         .order_by(sa.desc("n"), C.vendor, C.model).limit(20)).all()
     return {"registered": total, "connected": connected, "pending_approval": int(pending),
@@ -204,7 +206,7 @@ def rollover(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime
 def leases(session: Any, now: dt.datetime) -> list[dict[str, Any]]:
     from certd.store.leases import Lease
 
-    rows = session.execute(sa.select(Lease.name, Lease.purpose, Lease.holder, Lease.acquired_at,  # type: ignore[call-overload]
+    rows = session.connection().execute(sa.select(Lease.name, Lease.purpose, Lease.holder, Lease.acquired_at,  # type: ignore[call-overload]
                                      Lease.expires_at).order_by(Lease.name)).all()
     return [{"name": r.name, "purpose": r.purpose, "holder": r.holder, "since": _iso(r.acquired_at),
              "expires_at": _iso(r.expires_at)} for r in rows if r.expires_at > now]
@@ -219,24 +221,24 @@ def events(session: Any, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
     from certd.store.trust import TrustBundleVersion as V, TrustDelivery as D
 
     found: list[dict[str, Any]] = []
-    for r in session.execute(sa.select(I.name, I.started_at, I.finished_at, I.outcome, I.error)  # type: ignore[call-overload]
+    for r in session.connection().execute(sa.select(I.name, I.started_at, I.finished_at, I.outcome, I.error)  # type: ignore[call-overload]
                              .order_by(I.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
         found.append({"at": r.finished_at or r.started_at, "kind": "issuance", "subject": r.name,
                       "outcome": r.outcome, "detail": r.error})
-    for r in session.execute(sa.select(V.bundle, V.flavour, V.seq, V.reason, V.created_at)  # type: ignore[call-overload]
+    for r in session.connection().execute(sa.select(V.bundle, V.flavour, V.seq, V.reason, V.created_at)  # type: ignore[call-overload]
                              .order_by(V.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
         found.append({"at": r.created_at, "kind": "bundle version", "subject": f"{r.bundle} ({r.flavour})",
                       "outcome": f"v{r.seq}", "detail": r.reason})
-    for r in session.execute(sa.select(D.registry_name, D.state, D.delivered_at, D.created_at, D.last_status)  # type: ignore[call-overload]
+    for r in session.connection().execute(sa.select(D.registry_name, D.state, D.delivered_at, D.created_at, D.last_status)  # type: ignore[call-overload]
                              .order_by(D.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
         detail = f"HTTP {r.last_status}" if r.last_status else None
         found.append({"at": r.delivered_at or r.created_at, "kind": "delivery", "subject": r.registry_name,
                       "outcome": r.state, "detail": detail})
-    for r in session.execute(sa.select(G.listener, G.cert_name, G.switched_at, G.switch_reason, G.forced)  # type: ignore[call-overload]
+    for r in session.connection().execute(sa.select(G.listener, G.cert_name, G.switched_at, G.switch_reason, G.forced)  # type: ignore[call-overload]
                              .where(G.switched_at.is_not(None))).all():  # type: ignore[union-attr]
         found.append({"at": r.switched_at, "kind": "rollover switch", "subject": f"{r.listener} / {r.cert_name}",
                       "outcome": "forced" if r.forced else "switched", "detail": r.switch_reason})
-    for r in session.execute(sa.select(A.at, A.kind, A.charger_id, A.detail)  # type: ignore[call-overload]
+    for r in session.connection().execute(sa.select(A.at, A.kind, A.charger_id, A.detail)  # type: ignore[call-overload]
                              .order_by(A.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
         found.append({"at": r.at, "kind": f"charger {r.kind.replace('_', ' ')}", "subject": r.charger_id,
                       "outcome": None, "detail": r.detail})
@@ -245,8 +247,9 @@ def events(session: Any, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
 
 
 def overview(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime,
-             *, with_events: bool = True) -> dict[str, Any]:
-    """Everything but the charger list, in one read (worker thread)."""
+             rollover_status: list[dict[str, Any]], *, with_events: bool = True) -> dict[str, Any]:
+    """Everything but the charger list and the rollover (`rollover_status`, see RolloverCache),
+    in one read (worker thread)."""
     from certd.store.db import session_scope
 
     with session_scope(engine) as session:
@@ -263,12 +266,5 @@ def overview(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime
         if with_events:
             data["events"] = events(session)
     data["dns_record_states"] = dict(Counter(r["state"] for r in data["dns_records"]))
-    data["rollover"] = rollover(config, engine, live, now)
+    data["rollover"] = rollover_status
     return data
-
-
-def issued_by_id(engine: sa.Engine, ids: list[int]) -> dict[int, IssuedView]:
-    from certd.store.db import session_scope
-
-    with session_scope(engine) as session:
-        return issued_views(session, ids)

@@ -7,6 +7,7 @@ nor a large page holds up the loop that serves chargers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,8 @@ async def _overview(service: "HttpService", *, with_events: bool) -> tuple[Any, 
     """Live view, store snapshot (None on failure) and why it failed."""
     live = take_live_view(service.live)
     try:
-        data = await service.in_thread(_read_overview, service, live, service.now(), with_events,
+        rollover = await asyncio.wait_for(service.rollover.get(live), STORE_TIMEOUT)
+        data = await service.in_thread(read_overview, service, live, service.now(), with_events, rollover,
                                        timeout=STORE_TIMEOUT)
     except TimeoutError:
         return live, None, f"the store did not answer within {STORE_TIMEOUT:.0f} s"
@@ -111,8 +113,9 @@ async def _overview(service: "HttpService", *, with_events: bool) -> tuple[Any, 
     return live, data, None
 
 
-def _read_overview(service: "HttpService", live: Any, now: Any, with_events: bool) -> dict[str, Any]:
-    return snapshot.overview(service.config, service.engine, live, now, with_events=with_events)
+def read_overview(service: "HttpService", live: Any, now: Any, with_events: bool,
+                  rollover: list[dict[str, Any]]) -> dict[str, Any]:
+    return snapshot.overview(service.config, service.engine, live, now, rollover, with_events=with_events)
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -170,8 +173,9 @@ async def api_chargers(request: web.Request) -> web.Response:
     return _json(data)
 
 
-def _render_page(service: "HttpService", live: Any, now: Any, query: str, page: int) -> str:
-    data = snapshot.overview(service.config, service.engine, live, now)
+def _render_page(service: "HttpService", live: Any, now: Any, query: str, page: int,
+                 rollover: list[dict[str, Any]]) -> str:
+    data = snapshot.overview(service.config, service.engine, live, now, rollover)
     chargers = charger_page(service.engine, query, page, service.config.http.page_size)
     env = aiohttp_jinja2.get_env(service_app(service))
     return env.get_template("status.html").render(
@@ -189,7 +193,8 @@ async def index(request: web.Request) -> web.Response:
     live = take_live_view(service.live)
     query, page = clean_query(request.query.get("q")), page_number(request.query.get("page"))
     try:
-        html = await service.in_thread(_render_page, service, live, service.now(), query, page,
+        rollover = await asyncio.wait_for(service.rollover.get(live), STORE_TIMEOUT)
+        html = await service.in_thread(_render_page, service, live, service.now(), query, page, rollover,
                                        timeout=STORE_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - a timeout or the store's error (only its type is shown)
         return web.Response(status=503, text=f"certd: the store did not answer ({type(exc).__name__}); "

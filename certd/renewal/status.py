@@ -40,19 +40,6 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def issued_views(session: Any, ids: Iterable[int]) -> dict[int, IssuedView]:
-    """Issued certificates by id, without their key or PEM columns."""
-    from certd.store.models import IssuedCertificate as IC
-
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    columns = (IC.id, IC.name, IC.domains, IC.key_type, IC.serial, IC.issuer,  # type: ignore[var-annotated]
-               IC.not_before, IC.not_after, IC.issued_at)
-    rows = session.execute(sa.select(*columns).where(IC.id.in_(wanted))).all()  # type: ignore[union-attr]
-    return {row.id: IssuedView(*row) for row in rows}
-
-
 @dataclass
 class StoreRows:
     """The store rows behind the status of every configured certificate, read in bulk."""
@@ -65,24 +52,30 @@ class StoreRows:
 
 
 def read_rows(session: Any, names: list[str]) -> StoreRows:
+    """Whole tables (one row per certificate each), not `IN (names)`: cheaper to build and to run.
+    Core rows, not ORM objects: a scrape reads these every few seconds."""
     from certd.store.leases import Lease, certificate_lease
-    from certd.store.models import IssuanceAttempt, ManagedCertificate
+    from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
     from certd.store.renewal import RenewalState
 
-    if not names:
-        return StoreRows({}, {}, {}, {}, {})
-    managed = {m.name: m for m in session.execute(
-        sa.select(ManagedCertificate).where(ManagedCertificate.name.in_(names))).scalars()}  # type: ignore[attr-defined]
-    states = {s.name: s for s in session.execute(
-        sa.select(RenewalState).where(RenewalState.name.in_(names))).scalars()}  # type: ignore[attr-defined]
-    issued = issued_views(session, [m.current_id for m in managed.values() if m.current_id])
-    latest = (sa.select(sa.func.max(IssuanceAttempt.id)).where(IssuanceAttempt.name.in_(names))  # type: ignore[arg-type,attr-defined]
-              .group_by(IssuanceAttempt.name).scalar_subquery())
-    attempts = {a.name: a for a in session.execute(
-        sa.select(IssuanceAttempt).where(IssuanceAttempt.id.in_(latest))).scalars()}  # type: ignore[union-attr]
-    lease_names = {certificate_lease(n): n for n in names}
-    leases = {lease_names[row.name]: row for row in session.execute(
-        sa.select(Lease).where(Lease.name.in_(list(lease_names)))).scalars()}  # type: ignore[attr-defined]
+    conn = session.connection()
+    wanted = set(names)
+    managed_t, issued_t = ManagedCertificate.__table__, IssuedCertificate.__table__  # type: ignore[attr-defined]
+    attempt_t, lease_t = IssuanceAttempt.__table__, Lease.__table__  # type: ignore[attr-defined]
+    managed = {r.name: r for r in conn.execute(sa.select(managed_t)) if r.name in wanted}
+    states = {r.name: r for r in conn.execute(sa.select(RenewalState.__table__)) if r.name in wanted}  # type: ignore[attr-defined]
+    i = issued_t.c
+    issued = {row.id: IssuedView(*row) for row in conn.execute(
+        sa.select(i.id, i.name, i.domains, i.key_type, i.serial, i.issuer, i.not_before, i.not_after, i.issued_at)
+        .join(managed_t, managed_t.c.current_id == i.id)) if row.name in wanted}
+    latest = sa.select(sa.func.max(attempt_t.c.id)).group_by(attempt_t.c.name).scalar_subquery()
+    attempts = {r.name: r for r in conn.execute(sa.select(attempt_t).where(attempt_t.c.id.in_(latest)))
+                if r.name in wanted}
+    leases = {}
+    for row in conn.execute(sa.select(lease_t).where(lease_t.c.name.like("certificate:%"))):
+        name = row.name.removeprefix("certificate:")
+        if name in wanted and certificate_lease(name) == row.name:
+            leases[name] = row
     return StoreRows(managed, states, issued, attempts, leases)
 
 
