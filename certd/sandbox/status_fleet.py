@@ -30,7 +30,8 @@ LISTENER_HOST = "ocpp.example.com"
 LISTENER_CERT = "ocpp"
 BUNDLE = "fleet"
 REGISTRY = "fleet-registry"
-NODE = "status-fleet"
+NODE = "status-fleet"  # this process's [ocpp] node_name
+OTHER_NODE = "certd-b"  # chargers shown connected are held by another certd node sharing the store
 VENDORS = [("ABB", "Terra AC"), ("Alfen", "Eve Single"), ("Wallbox", "Pulsar Plus"), ("KEBA", "P30 x-series"),
            ("Zaptec", "Go"), ("Easee", "Charge"), ("Mennekes", "Amtron 4Business"), ("Quectel-GSM", "EC200U kit")]
 DAY = dt.timedelta(days=1)
@@ -121,9 +122,10 @@ def populate(engine: sa.Engine, config, *, chargers: int, now: dt.datetime, seed
     rnd = random.Random(seed)
     ca = local_ca(now)
     with engine.begin() as conn:
-        _certificates(conn, config, ca, now, rnd)
+        listener_issued = _certificates(conn, config, ca, now, rnd)
         _trust(conn, ca, now)
-        _chargers(conn, chargers, now, rnd, connected_share)
+        _chargers(conn, chargers, now, rnd, connected_share,
+                  held=[_fingerprint(ca.root), _fingerprint(ca.old_root)], listener_issued=listener_issued)
         _dns_and_leases(conn, now)
     return ca
 
@@ -132,10 +134,12 @@ def _table(model):  # type: ignore[no-untyped-def]
     return model.__table__
 
 
-def _certificates(conn, config, ca: LocalCa, now: dt.datetime, rnd: random.Random) -> None:  # type: ignore[no-untyped-def]
+def _certificates(conn, config, ca: LocalCa, now: dt.datetime, rnd: random.Random) -> int | None:  # type: ignore[no-untyped-def]
+    """Issued certificates and their history; returns the listener certificate's issued id."""
     from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
 
     count = len(config.certificates)
+    listener_issued = None
     for index, cert_cfg in enumerate(config.certificates):
         lifetime = 90 * DAY
         age = {1: 86.5 * DAY, 2: 70 * DAY}.get(index, (index * 53 % 80 + rnd.random()) * DAY)
@@ -147,6 +151,8 @@ def _certificates(conn, config, ca: LocalCa, now: dt.datetime, rnd: random.Rando
             issuer="Status Fleet CA E1", cert_pem=_pem(leaf), chain_pem=_pem(ca.intermediate), key_pem=key_pem,
             chain_fingerprints=json.dumps([_fingerprint(ca.intermediate)]), alternate_chains="[]",
             directory_url="https://acme.example.test/directory", issued_at=start)).inserted_primary_key[0]
+        if cert_cfg.name == LISTENER_CERT:
+            listener_issued = issued_id
         failing = index in (1, 2)
         conn.execute(sa.insert(_table(IssuanceAttempt)).values(
             name=cert_cfg.name, started_at=start - dt.timedelta(minutes=1), finished_at=start,
@@ -165,6 +171,7 @@ def _certificates(conn, config, ca: LocalCa, now: dt.datetime, rnd: random.Rando
             next_check_at=now + dt.timedelta(minutes=10 + index % count),
             renew_reason="backstop: two thirds of the lifetime", renew_at=start + lifetime * 2 / 3,
             updated_at=now))
+    return listener_issued
 
 
 def _trust(conn, ca: LocalCa, now: dt.datetime) -> None:  # type: ignore[no-untyped-def]
@@ -206,7 +213,9 @@ def _trust(conn, ca: LocalCa, now: dt.datetime) -> None:  # type: ignore[no-unty
                 created_at=created, delivered_at=created + dt.timedelta(seconds=2) if delivered else None))
 
 
-def _chargers(conn, count: int, now: dt.datetime, rnd: random.Random, connected_share: float) -> None:  # type: ignore[no-untyped-def]
+def _chargers(conn, count: int, now: dt.datetime, rnd: random.Random, connected_share: float,  # type: ignore[no-untyped-def]
+              held: list[str], listener_issued: int | None) -> None:
+    """Chargers; those confirmed hold the newest `roots` bundle version (the roots in `held`)."""
     from certd.store.chargers import Charger, ChargerAuditEvent
     from certd.store.rollover import RolloverCharger, RolloverGate
 
@@ -222,14 +231,16 @@ def _chargers(conn, count: int, now: dt.datetime, rnd: random.Random, connected_
                      "vendor": vendor, "model": model, "firmware_version": f"{1 + index % 3}.{index % 7}.{index % 5}",
                      "serial_number": f"SN{index * 7919 % 1000003:07d}",
                      "first_seen": now - 200 * DAY, "last_seen": now - dt.timedelta(seconds=index % 300),
-                     "connected_node": NODE if connected else None,
+                     "connected_node": OTHER_NODE if connected else None,
                      "connected_since": now - dt.timedelta(hours=index % 48) if connected else None,
                      "last_address": None, "created_at": now - 200 * DAY, "updated_at": now})
         draw = rnd.random()
         if draw < 0.95:
             state = "confirmed" if draw < 0.72 else "pending" if draw < 0.9 else "failed"
             rollover.append({"charger_id": cid, "listener": LISTENER, "ocpp_version": rows[-1]["ocpp_version"],
-                             "held_json": "[]", "bundles_json": "{}", "state": state,
+                             "held_json": json.dumps(held if state == "confirmed" else held[1:]),
+                             "bundles_json": json.dumps({BUNDLE: 2} if state == "confirmed" else {BUNDLE: 1}),
+                             "state": state,
                              "last_result": {"confirmed": "Accepted", "failed": "Rejected"}.get(state),
                              "confirmed_at": now - DAY if state == "confirmed" else None,
                              "failures": 1 if state == "failed" else 0, "updated_at": now})
@@ -239,6 +250,7 @@ def _chargers(conn, count: int, now: dt.datetime, rnd: random.Random, connected_
         conn.execute(sa.insert(_table(RolloverCharger)), rollover)
     conn.execute(sa.insert(_table(RolloverGate)).values(
         listener=LISTENER, cert_name=LISTENER_CERT, bundle=BUNDLE, state="pending", required_json="[]", lacking_json="[]",
+        pending_id=listener_issued, decided_id=listener_issued,
         reason="waiting for chargers to hold Status Fleet Root R2", gate_share=0.9, deadline_days=7.0,
         started_at=now - 2 * DAY, deadline_at=now + 5 * DAY, updated_at=now))
     for index in range(min(count, 12)):
