@@ -21,7 +21,6 @@ from certd.http.live import LiveView
 from certd.metrics import REGISTRY
 
 READY_CONDITIONS = ("True", "False", "Unknown")
-ATTEMPT_OUTCOMES = ("success", "failure", "abandoned", "running")
 GATE_STATES = ("idle", "pending", "blocked")
 
 
@@ -77,19 +76,15 @@ class StoreCollector:
         last = _gauge("certd_certificate_last_attempt_timestamp_seconds",
                       "When the last issuance attempt started (Unix time).", ["name"])
         outcome = _gauge("certd_certificate_last_attempt_outcome",
-                         "1 for the outcome of the last issuance attempt, 0 for the others.", ["name", "outcome"])
-        used = _gauge("certd_certificate_lifetime_used_ratio",
-                      "Share of the current certificate's lifetime gone (0..1).", ["name"])
+                         "Always 1; `outcome` is how the last issuance attempt ended (success, failure, "
+                         "abandoned or running).", ["name", "outcome"])
         critical = _gauge("certd_certificate_expiring_and_failing",
                           "1 when renewals keep failing inside the last tenth of the lifetime.", ["name"])
-        working = _gauge("certd_certificate_renewal_in_progress",
-                         "1 while a certd process holds the certificate's lease (checking or renewing).", ["name"])
         for row in rows:
             name, issuer = row["name"], row["issuer"] or ""
             if row["not_after"]:
                 expiry.add_metric([name, issuer], _ts(row["not_after"]) or 0.0)
                 start.add_metric([name, issuer], _ts(row["not_before"]) or 0.0)
-                used.add_metric([name], row["lifetime_used"] or 0.0)
             if row["renew_at"]:
                 renewal.add_metric([name], _ts(row["renew_at"]) or 0.0)
             condition = ready_condition(row, self.now)
@@ -98,11 +93,9 @@ class StoreCollector:
             failures.add_metric([name], row["failures"])
             if row["last_attempt"]:
                 last.add_metric([name], _ts(row["last_attempt"]) or 0.0)
-                for value in ATTEMPT_OUTCOMES:
-                    outcome.add_metric([name, value], 1.0 if row["last_outcome"] == value else 0.0)
+                outcome.add_metric([name, row["last_outcome"]], 1.0)
             critical.add_metric([name], 1.0 if row["critical"] else 0.0)
-            working.add_metric([name], 1.0 if row["in_progress"] else 0.0)
-        yield from (expiry, start, renewal, ready, failures, last, outcome, used, critical, working)
+        yield from (expiry, start, renewal, ready, failures, last, outcome, critical)
 
     def _listeners(self, listeners: list[dict[str, Any]]) -> Iterator[Metric]:
         served = _gauge("certd_served_certificate_expiration_timestamp_seconds",

@@ -3,7 +3,7 @@
 That computation weighs every charger against the bundle it must hold (about
 50 µs each: a quarter of a second for 5,000 chargers), too much for every
 scrape and page view. Rollouts move over hours, so answers use the last result
-while a fresh one is computed in the background once it is `MAX_AGE` old
+while a fresh one is computed in the background once it is `MAX_AGE` (30 s) old
 (stale-while-revalidate); nothing is computed while nobody asks.
 """
 
@@ -19,7 +19,7 @@ from certd.http.live import LiveView
 
 log = logging.getLogger("certd.http")
 
-MAX_AGE = 5.0  # seconds
+MAX_AGE = 30.0  # seconds; rollouts take hours to days
 
 
 class RolloverCache:

@@ -138,7 +138,7 @@ def bundles(session: Any, config: Config) -> list[dict[str, Any]]:
     } for v in versions]
 
 
-def deliveries(session: Any, config: Config) -> dict[str, Any]:
+def deliveries(session: Any, config: Config, *, recent: bool = True) -> dict[str, Any]:
     """Registry deliveries: counts by state per registry, the oldest waiting one, the newest rows."""
     from certd.store.trust import TrustBundleVersion as V, TrustDelivery as D
 
@@ -150,7 +150,9 @@ def deliveries(session: Any, config: Config) -> dict[str, Any]:
     oldest = {registry: _iso(at) for registry, at in session.connection().execute(
         sa.select(D.registry_name, sa.func.min(D.created_at)).where(D.state == "pending")
         .group_by(D.registry_name)).all()}
-    recent = session.connection().execute(
+    if not recent:
+        return {"by_registry": counts, "oldest_pending": oldest, "recent": []}
+    rows = session.connection().execute(
         sa.select(D.id, D.registry_name, D.state, D.attempts, D.last_status, D.created_at,  # type: ignore[call-overload]
                   D.delivered_at, D.next_attempt_at, V.bundle, V.flavour, V.seq)
         .join(V, V.id == D.version_id).order_by(D.id.desc()).limit(20)).all()  # type: ignore[union-attr]
@@ -159,7 +161,7 @@ def deliveries(session: Any, config: Config) -> dict[str, Any]:
         "state": r.state, "attempts": r.attempts, "last_status": r.last_status,
         "created_at": _iso(r.created_at), "delivered_at": _iso(r.delivered_at),
         "next_attempt_at": _iso(r.next_attempt_at) if r.state == "pending" else None,
-    } for r in recent]}
+    } for r in rows]}
 
 
 def chargers(session: Any) -> dict[str, Any]:
@@ -259,7 +261,7 @@ def overview(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime
             "listeners": listeners(session, config, live, now),
             "dns_records": dns_records(session),
             "bundles": bundles(session, config),
-            "deliveries": deliveries(session, config),
+            "deliveries": deliveries(session, config, recent=with_events),
             "chargers": chargers(session),
             "leases": leases(session, now),
         }

@@ -37,6 +37,15 @@ VENDORS = [("ABB", "Terra AC"), ("Alfen", "Eve Single"), ("Wallbox", "Pulsar Plu
 DAY = dt.timedelta(days=1)
 
 
+def charger_id(index: int) -> str:
+    return f"CP-{index:05d}"
+
+
+def charger_enabled(index: int) -> bool:
+    """About 1 % of the chargers are disabled (they are refused at login)."""
+    return index % 97 != 5
+
+
 def certificate_names(count: int) -> list[str]:
     """The listener's certificate first, then site-01, site-02, ..."""
     return [LISTENER_CERT] + [f"site-{index:02d}" for index in range(1, count)]
@@ -223,8 +232,8 @@ def _chargers(conn, count: int, now: dt.datetime, rnd: random.Random, connected_
     for index in range(count):
         vendor, model = VENDORS[index % len(VENDORS)]
         connected = rnd.random() < connected_share
-        cid = f"CP-{index:05d}"
-        rows.append({"charger_id": cid, "enabled": index % 97 != 5,
+        cid = charger_id(index)
+        rows.append({"charger_id": cid, "enabled": charger_enabled(index),
                      "registration": "pending" if index % 211 == 3 else "accepted", "password_hash": None,
                      "heartbeat_class": "gsm" if vendor.endswith("GSM") else "default",
                      "ocpp_version": ["ocpp1.6", "ocpp2.0.1", "ocpp1.6", "ocpp2.1"][index % 4],
@@ -255,7 +264,7 @@ def _chargers(conn, count: int, now: dt.datetime, rnd: random.Random, connected_
         started_at=now - 2 * DAY, deadline_at=now + 5 * DAY, updated_at=now))
     for index in range(min(count, 12)):
         conn.execute(sa.insert(_table(ChargerAuditEvent)).values(
-            at=now - dt.timedelta(minutes=7 * index), charger_id=f"CP-{index * 37 % max(count, 1):05d}",
+            at=now - dt.timedelta(minutes=7 * index), charger_id=charger_id(index * 37 % max(count, 1)),
             address="127.0.0.1", kind="auth_failed", detail="wrong password"))
 
 

@@ -87,6 +87,7 @@ def test_metrics_follow_the_store_through_renewal_and_failure(http_setup) -> Non
             assert value(m, "certd_certificate_ready_status", name="web", condition="False") == 1
             assert value(m, "certd_certificate_renewal_failures", name="web") == setup.managed("web").failure_count == 1
             assert value(m, "certd_certificate_last_attempt_outcome", name="web", outcome="failure") == 1
+            assert value(m, "certd_certificate_last_attempt_outcome", name="web", outcome="success") is None
             attempt = setup.attempts("web")[-1]
             assert value(m, "certd_certificate_last_attempt_timestamp_seconds", name="web") == \
                 attempt.started_at.timestamp()
