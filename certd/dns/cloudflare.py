@@ -25,7 +25,7 @@ import cloudflare
 import httpx
 
 from certd.errors import DNSProviderError
-from certd.metrics import CLOUDFLARE_REQUESTS, cloudflare_outcome
+from certd.metrics import count_cloudflare
 
 if TYPE_CHECKING:
     from certd.config.cloudflare import CloudflareConfig
@@ -89,9 +89,9 @@ class _CountingTransport(httpx.BaseTransport):
         try:
             response = self._inner.handle_request(request)
         except httpx.TransportError:
-            CLOUDFLARE_REQUESTS.labels(cloudflare_outcome(None)).inc()
+            count_cloudflare(None)
             raise
-        CLOUDFLARE_REQUESTS.labels(cloudflare_outcome(response.status_code)).inc()
+        count_cloudflare(response.status_code)
         return response
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 
 from certd import __version__
 from certd.http.live import LiveView
-from certd.metrics import REGISTRY
+from certd import metrics
 
 READY_CONDITIONS = ("True", "False", "Unknown")
 GATE_STATES = ("idle", "pending", "blocked")
@@ -171,4 +171,4 @@ class StoreCollector:
 
 def render(snapshot: dict[str, Any] | None, live: LiveView, now: dt.datetime) -> bytes:
     """The exposition text: live counters, the process collector, then the store's gauges."""
-    return generate_latest(REGISTRY) + generate_latest(StoreCollector(snapshot, live, now))  # type: ignore[arg-type]
+    return generate_latest(metrics.registry()) + generate_latest(StoreCollector(snapshot, live, now))  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ import jinja2
 import sqlalchemy as sa
 from aiohttp import web
 
+from certd import metrics
 from certd.config import Config
 from certd.config.http import HttpConfig, http_certificate_errors
 from certd.errors import CertdError, ConfigError
@@ -64,6 +65,7 @@ class HttpService:
         """Bind every address; ConfigError (naming the key) when one is taken or a secret unreadable."""
         if not self.config.http.enabled:
             return
+        metrics.enable()  # from now on the ACME client, Cloudflare adapter and listeners count
         self.executor = ThreadPoolExecutor(max_workers=HTTP_THREADS, thread_name_prefix="certd-http")
         try:
             await self._apply(self.config)

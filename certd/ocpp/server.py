@@ -24,7 +24,7 @@ from websockets.typing import Subprotocol
 
 from certd.config.ocpp import ListenerConfig, OcppConfig
 from certd.errors import CertdError
-from certd.metrics import OCPP_HANDSHAKES, OCPP_LOGINS, login_result
+from certd.metrics import count_handshake, count_login
 from certd.ocpp import admission, auth, charger_registry
 from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
 from certd.ocpp.charger_registry import ChargerRecord, RegistryWriter
@@ -207,10 +207,10 @@ class Listener:
         try:
             charger_id = charger_id_from_path(request.path, self.patterns)
         except InvalidChargerId as exc:
-            OCPP_HANDSHAKES.labels(self.label, "bad_id").inc()
+            count_handshake(self.label, "bad_id")
             return self._refuse(connection, http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         if charger_id is None:
-            OCPP_HANDSHAKES.labels(self.label, "not_found").inc()
+            count_handshake(self.label, "not_found")
             return self._refuse(connection, http.HTTPStatus.NOT_FOUND, "Not Found\n")
 
         key = address or "?"
@@ -218,7 +218,7 @@ class Listener:
         wait = await shared.limiter.begin(key)
         if wait is not None:
             log.debug("refusing %s from %s: too many failed logins", charger_id, address)
-            OCPP_HANDSHAKES.labels(self.label, "rate_limited").inc()
+            count_handshake(self.label, "rate_limited")
             return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n",
                                 {"Retry-After": str(max(1, int(wait + 0.999)))})
         admitted: Admitted | None = None
@@ -230,10 +230,10 @@ class Listener:
             if shared.limiter.retry_after(key) is not None:
                 log.warning("client %s reached the failed-login limit; refusing it for %.0f s",
                             address, shared.ocpp.auth_failure_window)
-            OCPP_HANDSHAKES.labels(self.label, "unauthorized").inc()
+            count_handshake(self.label, "unauthorized")
             return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n",
                                 {"WWW-Authenticate": WS_AUTHENTICATE})
-        OCPP_HANDSHAKES.labels(self.label, "admitted").inc()
+        count_handshake(self.label, "admitted")
         assert isinstance(connection, OcppConnection)
         connection.admitted = admitted
         return None
@@ -263,9 +263,9 @@ class Listener:
         if isinstance(verdict, admission.Refuse) or record is None:
             reason = verdict.reason if isinstance(verdict, admission.Refuse) else "no record"
             shared.writer.audit("auth_failed", charger_id, address, reason)
-            OCPP_LOGINS.labels(login_result(reason)).inc()
+            count_login(reason)
             return None
-        OCPP_LOGINS.labels(login_result(None)).inc()
+        count_login(None)
         return Admitted(charger_id, record, address)
 
     def _lookup_and_check(self, charger_id: str, password: str | None) -> LookedUp:
