@@ -45,6 +45,21 @@ def test_a_listener_serving_other_than_issued_is_marked(http_setup) -> None:  # 
             _, page, _ = await get(url + "/")
             assert "MISMATCH" in page and served_before.serial in page and renewed.serial in page
 
+            # /api/v1/status is a superset of `certd status --json` (same rows, more keys, more sections).
+            cli = await asyncio.to_thread(setup.cli, "status", "--json")
+            assert cli.returncode == 0, cli.stderr
+            cli_rows = json.loads(cli.stdout)
+            _, body, _ = await get(url + "/api/v1/status")
+            api = json.loads(body)
+            assert [r["name"] for r in api["certificates"]] == [r["name"] for r in cli_rows] == ["web"]
+            for cli_row, api_row in zip(cli_rows, api["certificates"]):
+                for key, want in cli_row.items():
+                    if key == "days_left":
+                        assert abs(api_row[key] - want) <= 0.1
+                    else:
+                        assert api_row[key] == want, key
+            assert {"listeners", "chargers", "bundles", "deliveries", "rollover", "events", "leases"} <= set(api)
+
             await daemon.ocpp.reload("web")  # what the daemon does after its own deploys
             _, text, _ = await get(url + "/metrics")
             assert value(samples(text), "certd_served_matches_issued", listener=LISTENER) == 1
