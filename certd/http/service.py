@@ -33,7 +33,7 @@ from certd.config.http import HttpConfig, http_certificate_errors
 from certd.errors import CertdError, ConfigError
 from certd.http import snapshot, views
 from certd.http.credentials import Credentials, load_credentials
-from certd.http.live import LiveSources, LiveView
+from certd.http.live import ConnectedCounts, LiveSources, LiveView
 from certd.http.rollover_cache import RolloverCache
 from certd.http.tls_material import HttpTls, secret_values
 
@@ -59,6 +59,7 @@ class HttpService:
         self._sites: list[web.TCPSite] = []
         self._lag_task: asyncio.Task[None] | None = None
         self.rollover = RolloverCache(self._rollover_now)
+        self.connected = ConnectedCounts()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,6 +105,7 @@ class HttpService:
 
     async def close(self) -> None:
         await self.rollover.close()
+        self.connected.follow(None)
         if self._lag_task is not None:
             self._lag_task.cancel()
             try:

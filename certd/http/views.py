@@ -101,7 +101,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def _overview(service: "HttpService", *, with_events: bool) -> tuple[Any, dict[str, Any] | None, str | None]:
     """Live view, store snapshot (None on failure) and why it failed."""
-    live = take_live_view(service.live)
+    live = take_live_view(service.live, service.connected)
     try:
         rollover = await asyncio.wait_for(service.rollover.get(live), STORE_TIMEOUT)
         data = await service.in_thread(read_overview, service, live, service.now(), with_events, rollover,
@@ -120,7 +120,8 @@ def read_overview(service: "HttpService", live: Any, now: Any, with_events: bool
 
 async def livez(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    status, body = probes.verdict(probes.liveness(take_live_view(service.live), service.loop_lag))
+    live = take_live_view(service.live, service.connected)
+    status, body = probes.verdict(probes.liveness(live, service.loop_lag))
     return _json(body, status)
 
 
@@ -134,7 +135,7 @@ def _ready_snapshot(service: "HttpService", live: Any, now: Any) -> dict[str, An
 
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    live = take_live_view(service.live)
+    live = take_live_view(service.live, service.connected)
     error = None
     data = None
     try:
@@ -190,7 +191,7 @@ def service_app(service: "HttpService") -> web.Application:
 
 async def index(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    live = take_live_view(service.live)
+    live = take_live_view(service.live, service.connected)
     query, page = clean_query(request.query.get("q")), page_number(request.query.get("page"))
     try:
         rollover = await asyncio.wait_for(service.rollover.get(live), STORE_TIMEOUT)

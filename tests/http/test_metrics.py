@@ -3,6 +3,7 @@ against the store: a renewal moves the expiration gauge, a failing renewal flips
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from tests.http.conftest import (
@@ -67,6 +68,14 @@ def test_metrics_follow_the_store_through_renewal_and_failure(http_setup) -> Non
                 labels = {v for entries in m.values() for labels_, _ in entries for v in labels_.values()}
                 assert not labels & set(CHARGERS), "a label carries a charger id"
                 assert not any("/" in v and "acme" in v for v in labels), "an ACME URL became a label"
+
+            # The chargers left: the connected gauge follows (kept by the service's charger hooks).
+            for _ in range(100):
+                m = await _scrape(daemon)
+                if value(m, "certd_ocpp_connected_chargers", listener=LISTENER, version="ocpp1.6") is None:
+                    break
+                await asyncio.sleep(0.1)
+            assert value(m, "certd_ocpp_connected_chargers", listener=LISTENER, version="ocpp1.6") is None
 
             # Renewal: the gauge moves to the new certificate, as the store says.
             clock.advance(renew_at - clock() + dt.timedelta(minutes=1))
