@@ -165,23 +165,28 @@ def deliveries(session: Any, config: Config, *, recent: bool = True) -> dict[str
 
 
 def chargers(session: Any) -> dict[str, Any]:
-    """Registry counts: connected (any certd node), pending approval, by version, by vendor/model."""
+    """Registry counts: connected (any certd node), pending approval, by version, by vendor/model.
+    Two scans: one grouped by everything the counts need, one by vendor and model."""
     from certd.store.chargers import REGISTRATION_PENDING, Charger as C
 
-    total, connected, pending, disabled = session.connection().execute(sa.select(
-        sa.func.count(),
-        sa.func.count(C.connected_node),
-        sa.func.coalesce(sa.func.sum(sa.case((C.registration == REGISTRATION_PENDING, 1), else_=0)), 0),
-        sa.func.coalesce(sa.func.sum(sa.case((C.enabled == sa.false(), 1), else_=0)), 0),
-    )).one()
-    by_version = {version or "unknown": n for version, n in session.connection().execute(
-        sa.select(C.ocpp_version, sa.func.count()).where(C.connected_node.is_not(None))  # type: ignore[union-attr]
-        .group_by(C.ocpp_version)).all()}
-    models = session.connection().execute(
+    conn = session.connection()
+    online = C.connected_node.is_not(None)  # type: ignore[union-attr]
+    total = connected = pending = disabled = 0
+    by_version: dict[str, int] = {}
+    for version, is_online, registration, enabled, number in conn.execute(
+            sa.select(C.ocpp_version, online, C.registration, C.enabled, sa.func.count())
+            .group_by(C.ocpp_version, online, C.registration, C.enabled)):
+        total += number
+        pending += number if registration == REGISTRATION_PENDING else 0
+        disabled += 0 if enabled else number
+        if is_online:
+            connected += number
+            by_version[version or "unknown"] = by_version.get(version or "unknown", 0) + number
+    models = conn.execute(
         sa.select(C.vendor, C.model, sa.func.count().label("n")).group_by(C.vendor, C.model)
         .order_by(sa.desc("n"), C.vendor, C.model).limit(20)).all()
-    return {"registered": total, "connected": connected, "pending_approval": int(pending),
-            "disabled": int(disabled), "by_version": by_version,
+    return {"registered": total, "connected": connected, "pending_approval": pending,
+            "disabled": disabled, "by_version": by_version,
             "by_vendor_model": [{"vendor": v or "unknown", "model": m or "unknown", "count": n}
                                 for v, m, n in models]}
 
