@@ -141,7 +141,9 @@ hmac_secret_env = "CERTD_TEST_REGISTRY_HMAC"
     setup, tls = http_setup(extra=trust, http='listen = ["127.0.0.1:0"]\n[http.auth]\n'
                                               f'token_env = "CERTD_TEST_HTTP_TOKEN"\nusers_file = "{users}"')
     chargers = ["CP-SECRET-1", "CP-SECRET-2"]
-    register_chargers(setup, chargers)
+    register_chargers(setup, chargers + ["CP-SECRET-3"])
+    with session_scope(setup.engine) as session:  # data that happens to hold a secret: struck out too
+        session.get(Charger, "CP-SECRET-3").model = f"model {REGISTRY_HMAC}"
 
     async def scenario() -> None:
         async with running_daemon(setup) as daemon:
@@ -158,6 +160,7 @@ hmac_secret_env = "CERTD_TEST_REGISTRY_HMAC"
                 answers.append((await get(url + "/metrics"))[1])  # the 401 too
         text = "\n".join(answers)
         assert "CP-SECRET-1" in text  # the scan looks at real pages
+        assert "model [redacted]" in text  # the last line of defence worked
         with session_scope(setup.engine) as session:
             keys = [c.key_pem for c in session.exec(select(IssuedCertificate)).all()]
             keys += [a.key_pem for a in session.exec(select(AcmeAccount)).all()]
@@ -166,7 +169,7 @@ hmac_secret_env = "CERTD_TEST_REGISTRY_HMAC"
                    REGISTRY_AUTH, REGISTRY_HMAC, setup.world.token, *hashes]
         # Each private key by every one of its base64 lines (a partial leak counts too).
         secrets += [line for pem in keys for line in pem.splitlines() if line and not line.startswith("-----")]
-        assert len(keys) >= 2 and len(hashes) == 2
+        assert len(keys) >= 2 and len(hashes) == 3
         leaked = [s[:12] + "..." for s in secrets if s in text]
         assert not leaked, f"secret values in HTTP answers: {leaked}"
         assert "PRIVATE KEY" not in text
