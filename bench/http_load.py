@@ -1,5 +1,6 @@
-#!/usr/bin/env python3
-"""Benchmark of certd's HTTP surface under charger load: endpoint latency and its cost to heartbeats.
+"""The code of bench/http.py (run that one: this file only defines, so `make bench` runs it once).
+
+Benchmark of certd's HTTP surface under charger load: endpoint latency and its cost to heartbeats.
 
     .venv/bin/python bench/http.py                        # 50 certificates, 5,000 chargers
     .venv/bin/python bench/http.py --chargers 2000        # on a busy 2-core machine
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"filling a store with {args.certificates} certificates and {args.chargers} chargers in {workdir} ...",
           flush=True)
     config_path, roots_pem = prepare(workdir, args.chargers, args.certificates)
-    server = subprocess.Popen([sys.executable, __file__, "--server-child", str(config_path)],
+    server = subprocess.Popen([sys.executable, str(BENCH / "http.py"), "--server-child", str(config_path)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         ready = server.stdout.readline().split()
@@ -270,7 +271,3 @@ def main() -> int:
         parser.error("bounded runs only: 1-20000 chargers, 1-1000 certificates, --window <= 120 s")
     run(args)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
