@@ -60,6 +60,7 @@ class HttpService:
         self._lag_task: asyncio.Task[None] | None = None
         self.rollover = RolloverCache(self._rollover_now)
         self.connected = ConnectedCounts()
+        self.tallies = snapshot.TallyCache()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -100,6 +101,7 @@ class HttpService:
             await self._load_settings(config)
         self.config = config
         self.rollover.clear()  # listeners, bundles or rollover settings may have changed
+        self.tallies.clear()
         if self._tls is not None:
             await self._tls.refresh(config)
 

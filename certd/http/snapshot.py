@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -138,7 +140,7 @@ def bundles(session: Any, config: Config) -> list[dict[str, Any]]:
     } for v in versions]
 
 
-def deliveries(session: Any, config: Config, *, recent: bool = True) -> dict[str, Any]:
+def deliveries(session: Any, config: Config) -> dict[str, Any]:
     """Registry deliveries: counts by state per registry, the oldest waiting one, the newest rows."""
     from certd.store.trust import TrustBundleVersion as V, TrustDelivery as D
 
@@ -150,8 +152,6 @@ def deliveries(session: Any, config: Config, *, recent: bool = True) -> dict[str
     oldest = {registry: _iso(at) for registry, at in session.connection().execute(
         sa.select(D.registry_name, sa.func.min(D.created_at)).where(D.state == "pending")
         .group_by(D.registry_name)).all()}
-    if not recent:
-        return {"by_registry": counts, "oldest_pending": oldest, "recent": []}
     rows = session.connection().execute(
         sa.select(D.id, D.registry_name, D.state, D.attempts, D.last_status, D.created_at,  # type: ignore[call-overload]
                   D.delivered_at, D.next_attempt_at, V.bundle, V.flavour, V.seq)
@@ -253,10 +253,43 @@ def events(session: Any, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
     return [{**e, "at": _iso(e["at"])} for e in found[:limit]]
 
 
+class TallyCache:
+    """Fleet-wide tallies (chargers, gray-cloud records, bundle versions, deliveries), read at most
+    every MAX_AGE seconds: they change over minutes, and counting 5,000 chargers at every scrape
+    would cost the OCPP loop's heartbeats more than it tells. Certificates, listeners and leases
+    are read at every request. Thread-safe (the server's worker threads share it)."""
+
+    MAX_AGE = 10.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: dict[str, Any] | None = None
+        self._at = 0.0
+
+    def get(self, session: Any, config: Config) -> dict[str, Any]:
+        with self._lock:
+            if self._value is not None and time.monotonic() - self._at < self.MAX_AGE:
+                return self._value
+        value = read_tallies(session, config)
+        with self._lock:
+            self._value, self._at = value, time.monotonic()
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+def read_tallies(session: Any, config: Config) -> dict[str, Any]:
+    return {"dns_records": dns_records(session), "bundles": bundles(session, config),
+            "deliveries": deliveries(session, config), "chargers": chargers(session)}
+
+
 def overview(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime,
-             rollover_status: list[dict[str, Any]], *, with_events: bool = True) -> dict[str, Any]:
+             rollover_status: list[dict[str, Any]], *, with_events: bool = True,
+             tallies: TallyCache | None = None) -> dict[str, Any]:
     """Everything but the charger list and the rollover (`rollover_status`, see RolloverCache),
-    in one read (worker thread)."""
+    in one read (worker thread); `tallies` None: those are read now too."""
     from certd.store.db import session_scope
 
     with session_scope(engine) as session:
@@ -264,10 +297,7 @@ def overview(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime
             "generated_at": _iso(now),
             "certificates": certificates(session, config, now),
             "listeners": listeners(session, config, live, now),
-            "dns_records": dns_records(session),
-            "bundles": bundles(session, config),
-            "deliveries": deliveries(session, config, recent=with_events),
-            "chargers": chargers(session),
+            **(tallies.get(session, config) if tallies is not None else read_tallies(session, config)),
             "leases": leases(session, now),
         }
         if with_events:

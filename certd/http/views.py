@@ -115,7 +115,8 @@ async def _overview(service: "HttpService", *, with_events: bool) -> tuple[Any, 
 
 def read_overview(service: "HttpService", live: Any, now: Any, with_events: bool,
                   rollover: list[dict[str, Any]]) -> dict[str, Any]:
-    return snapshot.overview(service.config, service.engine, live, now, rollover, with_events=with_events)
+    return snapshot.overview(service.config, service.engine, live, now, rollover, with_events=with_events,
+                             tallies=service.tallies)
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -176,7 +177,7 @@ async def api_chargers(request: web.Request) -> web.Response:
 
 def _render_page(service: "HttpService", live: Any, now: Any, query: str, page: int,
                  rollover: list[dict[str, Any]]) -> str:
-    data = snapshot.overview(service.config, service.engine, live, now, rollover)
+    data = snapshot.overview(service.config, service.engine, live, now, rollover, tallies=service.tallies)
     chargers = charger_page(service.engine, query, page, service.config.http.page_size)
     env = aiohttp_jinja2.get_env(service_app(service))
     return env.get_template("status.html").render(
