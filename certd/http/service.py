@@ -154,7 +154,7 @@ class HttpService:
         if config.http.tls is not None:
             self._tls = HttpTls(self.engine, self.in_thread, self.live.clock)
             await self._tls.refresh(config)
-            self._tls.start_watching(config)
+            self._tls.start_watching(lambda: self.config)
         else:
             self._tls = None
         app = web.Application(middlewares=[views.guard], client_max_size=1024)

@@ -80,12 +80,13 @@ class HttpTls:
         self.served_id = issued_id
         log.info("HTTP server now serves %s", pair.source)
 
-    def start_watching(self, config: Config) -> None:
+    def start_watching(self, current_config: Callable[[], Config]) -> None:
+        """Check the store every CHECK_INTERVAL seconds under the config in force then."""
         async def watch() -> None:
             while True:
                 await asyncio.sleep(CHECK_INTERVAL)
                 try:
-                    await self.refresh(config)
+                    await self.refresh(current_config())
                 except Exception:  # noqa: BLE001 - the next round tries again
                     log.exception("HTTP server: checking the served certificate failed")
 
