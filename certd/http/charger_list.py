@@ -29,22 +29,31 @@ def page_number(text: str | None) -> int:
         return 1
 
 
+def _matches(engine: sa.Engine, columns: tuple[Any, ...], query: str) -> Any:
+    """Case-insensitive substring match on any of `columns`. SQLite's LIKE already ignores ASCII
+    case (ILIKE would wrap every value in lower()); PostgreSQL has ILIKE."""
+    if not query:
+        return sa.true()
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if engine.dialect.name == "sqlite":
+        return sa.or_(*(column.like(pattern, escape="\\") for column in columns))
+    return sa.or_(*(column.ilike(pattern, escape="\\") for column in columns))
+
+
 def charger_page(engine: sa.Engine, query: str, page: int, size: int) -> dict[str, Any]:
-    """One page of chargers matching `query` (worker thread)."""
+    """One page of chargers matching `query` (worker thread): a count over the charger table alone,
+    then the page joined with the rollover rows."""
     from certd.store.chargers import Charger as C
     from certd.store.db import session_scope
     from certd.store.rollover import RolloverCharger as R
 
-    condition = sa.true()
-    if query:
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        condition = sa.or_(*(column.ilike(pattern, escape="\\") for column in  # type: ignore[attr-defined]
-                             (C.charger_id, C.vendor, C.model, C.serial_number)))
+    condition = _matches(engine, (C.charger_id, C.vendor, C.model, C.serial_number), query)
     with session_scope(engine) as session:
-        total = session.execute(sa.select(sa.func.count()).select_from(C).where(condition)).scalar_one()
+        conn = session.connection()
+        total = conn.execute(sa.select(sa.func.count()).select_from(C).where(condition)).scalar_one()
         pages = max(1, -(-total // size))
         page = min(page, pages)
-        rows = session.execute(
+        rows = conn.execute(
             sa.select(C.charger_id, C.enabled, C.registration, C.ocpp_version, C.vendor, C.model,  # type: ignore[call-overload]
                       C.firmware_version, C.heartbeat_class, C.connected_node, C.connected_since,
                       C.last_seen, R.state.label("rollover_state"), R.listener.label("listener"))

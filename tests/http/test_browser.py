@@ -128,7 +128,7 @@ def test_status_page_shows_the_store(browser: Any, fleet_server: tuple[str, Any,
     # Charger counts and the search, server-side (the page has no script).
     assert browser.find_element(By.ID, "count-registered").text == "2000"
     box = browser.find_element(By.ID, "q")
-    box.send_keys("CP-01234")
+    box.send_keys("cp-01234")  # any case
     box.submit()
     found = browser.find_elements(By.CSS_SELECTOR, "#charger-list tbody tr[data-charger]")
     assert [r.get_attribute("data-charger") for r in found] == ["CP-01234"]
