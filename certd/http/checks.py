@@ -30,6 +30,8 @@ def _certd_answers(address: ListenAddress) -> bool:
                                         context=context) as response:
                 body = response.read(4096)
         except urllib.error.HTTPError as exc:  # 503 is still certd answering
+            if exc.code == 401 and 'realm="certd"' in (exc.headers.get("WWW-Authenticate") or ""):
+                return True  # certd with open_probes = false
             body = exc.read(4096)
         except (OSError, ValueError):
             continue
