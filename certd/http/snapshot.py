@@ -211,10 +211,10 @@ def rollover(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime
 
 
 def leases(session: Any, now: dt.datetime) -> list[dict[str, Any]]:
-    from certd.store.leases import Lease
+    from certd.store.leases import Lease as L
 
-    rows = session.connection().execute(sa.select(Lease.name, Lease.purpose, Lease.holder, Lease.acquired_at,  # type: ignore[call-overload]
-                                     Lease.expires_at).order_by(Lease.name)).all()
+    rows = session.connection().execute(
+        sa.select(L.name, L.purpose, L.holder, L.acquired_at, L.expires_at).order_by(L.name)).all()  # type: ignore[call-overload]
     return [{"name": r.name, "purpose": r.purpose, "holder": r.holder, "since": _iso(r.acquired_at),
              "expires_at": _iso(r.expires_at)} for r in rows if r.expires_at > now]
 
@@ -227,26 +227,27 @@ def events(session: Any, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
     from certd.store.rollover import RolloverGate as G
     from certd.store.trust import TrustBundleVersion as V, TrustDelivery as D
 
+    conn = session.connection()
+
+    def newest(*columns: Any, order: Any, where: Any = sa.true()) -> list[Any]:
+        query = sa.select(*columns).where(where).order_by(order.desc()).limit(limit)
+        return conn.execute(query).all()  # type: ignore[no-any-return]
+
     found: list[dict[str, Any]] = []
-    for r in session.connection().execute(sa.select(I.name, I.started_at, I.finished_at, I.outcome, I.error)  # type: ignore[call-overload]
-                             .order_by(I.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
+    for r in newest(I.name, I.started_at, I.finished_at, I.outcome, I.error, order=I.id):
         found.append({"at": r.finished_at or r.started_at, "kind": "issuance", "subject": r.name,
                       "outcome": r.outcome, "detail": r.error})
-    for r in session.connection().execute(sa.select(V.bundle, V.flavour, V.seq, V.reason, V.created_at)  # type: ignore[call-overload]
-                             .order_by(V.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
+    for r in newest(V.bundle, V.flavour, V.seq, V.reason, V.created_at, order=V.id):
         found.append({"at": r.created_at, "kind": "bundle version", "subject": f"{r.bundle} ({r.flavour})",
                       "outcome": f"v{r.seq}", "detail": r.reason})
-    for r in session.connection().execute(sa.select(D.registry_name, D.state, D.delivered_at, D.created_at, D.last_status)  # type: ignore[call-overload]
-                             .order_by(D.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
-        detail = f"HTTP {r.last_status}" if r.last_status else None
+    for r in newest(D.registry_name, D.state, D.delivered_at, D.created_at, D.last_status, order=D.id):
         found.append({"at": r.delivered_at or r.created_at, "kind": "delivery", "subject": r.registry_name,
-                      "outcome": r.state, "detail": detail})
-    for r in session.connection().execute(sa.select(G.listener, G.cert_name, G.switched_at, G.switch_reason, G.forced)  # type: ignore[call-overload]
-                             .where(G.switched_at.is_not(None))).all():  # type: ignore[union-attr]
-        found.append({"at": r.switched_at, "kind": "rollover switch", "subject": f"{r.listener} / {r.cert_name}",
-                      "outcome": "forced" if r.forced else "switched", "detail": r.switch_reason})
-    for r in session.connection().execute(sa.select(A.at, A.kind, A.charger_id, A.detail)  # type: ignore[call-overload]
-                             .order_by(A.id.desc()).limit(limit)).all():  # type: ignore[union-attr]
+                      "outcome": r.state, "detail": f"HTTP {r.last_status}" if r.last_status else None})
+    for r in newest(G.listener, G.cert_name, G.switched_at, G.switch_reason, G.forced, order=G.switched_at,
+                    where=G.switched_at.is_not(None)):  # type: ignore[union-attr]
+        found.append({"at": r.switched_at, "kind": "rollover switch", "outcome": "forced" if r.forced
+                      else "switched", "subject": f"{r.listener} / {r.cert_name}", "detail": r.switch_reason})
+    for r in newest(A.at, A.kind, A.charger_id, A.detail, order=A.id):
         found.append({"at": r.at, "kind": f"charger {r.kind.replace('_', ' ')}", "subject": r.charger_id,
                       "outcome": None, "detail": r.detail})
     found.sort(key=lambda e: e["at"], reverse=True)

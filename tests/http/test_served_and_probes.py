@@ -59,6 +59,8 @@ def test_a_listener_serving_other_than_issued_is_marked(http_setup) -> None:  # 
                     else:
                         assert api_row[key] == want, key
             assert {"listeners", "chargers", "bundles", "deliveries", "rollover", "events", "leases"} <= set(api)
+            issued = [(e["kind"], e["subject"], e["outcome"]) for e in api["events"]]
+            assert issued.count(("issuance", "web", "success")) == len(setup.attempts("web")) == 2
 
             await daemon.ocpp.reload("web")  # what the daemon does after its own deploys
             _, text, _ = await get(url + "/metrics")
