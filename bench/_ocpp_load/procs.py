@@ -218,7 +218,9 @@ async def _client(spec: dict) -> dict:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(spec["client_ciphers"])
     unknown = set(spec.get("unknown", ()))  # --mixed: these ids are not in the store
+    # rtt_at: (sent wall time, RTT) of every heartbeat, so that bench/http.py cuts its own windows.
     stats = {"handshakes": [], "handshakes_unknown": [], "handshake_end": [], "rtt_steady": [], "rtt_ramp": [],
+             "rtt_at": [],
              "failed_ramp": 0, "failed_reload": 0, "drops": 0, "drops_reload": 0,
              "fresh_ok": 0, "fresh_serials": {}, "fail_reasons": {}}
     stopping = asyncio.Event()
@@ -285,6 +287,7 @@ async def _client(spec: dict) -> dict:
                 await ws.send(f'[2,"h{n}","Heartbeat",{{}}]')
                 await ws.recv()
                 rtt = time.perf_counter() - sent
+                stats["rtt_at"].append((sent_wall, rtt))
                 if t_steady <= sent_wall < t_steady_end:
                     stats["rtt_steady"].append(rtt)
                 elif sent_wall < t_steady:

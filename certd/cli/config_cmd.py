@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _check(args: argparse.Namespace) -> int:
     from certd.config.ocpp import listener_certificate_errors
     from certd.dns.registry import open_dns
+    from certd.http.checks import check_http
     from certd.secrets import read_secret
     from certd.rollover.gate_store import gate_specs
     from certd.trust.track import covered_names
@@ -51,6 +52,8 @@ def _check(args: argparse.Namespace) -> int:
     for index, root in enumerate(config.ocpp.trust_roots):
         if not Path(root).exists():
             errors.append(f"ocpp.trust_roots[{index}]: {root} does not exist")
+    http_credentials, http_problems = check_http(config)  # secrets first: SecretError names the key
+    errors.extend(http_problems)
     if errors:
         raise ConfigError("; ".join(errors))
     for bundle in config.trust.bundles:
@@ -64,4 +67,10 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  OCPP listener {listener.label}: port {listener.port}, {', '.join(listener.certificates)}")
     for registry in config.trust.registries:
         print(f"  fleet registry {registry.name}: secrets readable")
+    if config.http.enabled:
+        kinds = [kind for kind, used in (("bearer token", http_credentials and http_credentials.token),
+                                         ("users file", http_credentials and http_credentials.users)) if used]
+        tls = f" (HTTPS: {config.http.tls.certificate})" if config.http.tls else ""
+        print(f"  HTTP server: {', '.join(config.http.listen)}{tls}, "
+              f"{'auth: ' + ' or '.join(kinds) if kinds else 'no auth (loopback only)'}")
     return 0

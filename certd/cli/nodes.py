@@ -38,7 +38,6 @@ def collect(config, engine, now: dt.datetime) -> dict:  # type: ignore[no-untype
     from sqlmodel import select
 
     from certd.runtime import nodes
-    from certd.runtime.cluster import deploy_summary
     from certd.store import deploy_state
     from certd.store.chargers import Charger
     from certd.store.db import session_scope
@@ -58,7 +57,7 @@ def collect(config, engine, now: dt.datetime) -> dict:  # type: ignore[no-untype
             "chargers": chargers.get(n.name, 0),
             "leases": held.get((n.process, n.pid), []) if n.state == "up" else [],
         } for n in states],
-        "deploy": deploy_summary(deploy_state.all_rows(engine)),
+        "deploy": deploy_state.deploy_summary(deploy_state.all_rows(engine)),
     }
 
 

@@ -51,7 +51,7 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    rollover = None
+    rollover = http = None
     try:
         for result in await service.start():
             ports = ",".join(map(str, service.listener(result.listener).ports))
@@ -65,9 +65,17 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
 
         rollover = RolloverEngine(config, engine, service)
         await rollover.start()
+        if config.http.enabled:  # metrics, probes and the status page (certd.http)
+            from certd.http.live import LiveSources
+            from certd.http.service import HttpService
+
+            http = HttpService(config, engine, live=LiveSources(ocpp=lambda: service))
+            await http.start()
         tune_process_for_many_connections()
         await stop.wait()
     finally:
+        if http is not None:
+            await http.close()
         if rollover is not None:
             await rollover.close()
         await service.close()

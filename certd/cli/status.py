@@ -23,80 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=_status)
 
 
-def _iso(moment) -> str | None:  # type: ignore[no-untyped-def]
-    return moment.isoformat() if moment is not None else None
-
-
 def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-def]
-    """One row per configured certificate, from the store only (no network)."""
-    from sqlmodel import select
+    """One row per configured certificate (shared with the HTTP server: certd.renewal.status)."""
+    from certd.renewal.status import collect as collect_rows
 
-    from certd.renewal import rules
-    from certd.store.db import session_scope
-    from certd.store.leases import Lease, certificate_lease
-    from certd.store.models import IssuanceAttempt, IssuedCertificate, ManagedCertificate
-    from certd.store.renewal import RenewalState
-    from certd.store.types import utcnow
-
-    from certd.runtime.cluster import deploy_summary
-    from certd.store import deploy_state
-
-    now = now or utcnow()
-    rows = []
-    per_node = deploy_summary(deploy_state.all_rows(engine))
-    with session_scope(engine) as session:
-        for cert_cfg in config.certificates:
-            managed = session.get(ManagedCertificate, cert_cfg.name)
-            state = session.get(RenewalState, cert_cfg.name)
-            issued = (session.get(IssuedCertificate, managed.current_id)
-                      if managed and managed.current_id else None)
-            attempt = session.exec(
-                select(IssuanceAttempt).where(IssuanceAttempt.name == cert_cfg.name)
-                .order_by(IssuanceAttempt.id.desc())  # type: ignore[union-attr]
-            ).first()
-            ari_at = state.ari_renew_at if state and state.ari_supported else None
-            decision = rules.renewal_decision(cert_cfg, issued, now, ari_renew_at=ari_at)
-            failures = managed.failure_count if managed else 0
-            reason, renew_at = decision.reason, decision.renew_at
-            if failures and managed and managed.renew_reason:
-                # Why the failing renewal was started (the daemon also saw the files and the chain).
-                reason = managed.renew_reason
-            lease = session.get(Lease, certificate_lease(cert_cfg.name))
-            working = lease is not None and lease.expires_at > now
-            critical = rules.is_critical(issued.not_before if issued else None,
-                                         issued.not_after if issued else None, now)
-            rows.append({
-                "name": cert_cfg.name,
-                "domains": list(cert_cfg.domains),
-                "key_type": issued.key_type if issued else cert_cfg.key_type,
-                "serial": issued.serial if issued else None,
-                "issuer": issued.issuer if issued else None,
-                "not_after": _iso(issued.not_after) if issued else None,
-                "days_left": round((issued.not_after - now).total_seconds() / 86400, 1) if issued else None,
-                "renewal_due": decision.due,
-                "renewal_reason": reason,
-                "renew_at": _iso(renew_at),
-                "ari_window_start": _iso(state.ari_window_start) if state and state.ari_supported else None,
-                "ari_window_end": _iso(state.ari_window_end) if state and state.ari_supported else None,
-                "ari_checked_at": _iso(managed.ari_checked_at) if managed else None,
-                "next_check": _iso(managed.next_check_at) if managed else None,
-                "next_attempt": _iso(managed.next_attempt_at) if managed and failures else None,
-                "failures": failures,
-                "last_error": managed.last_error if managed and failures else None,
-                # Renewal keeps failing inside the last tenth of life (or with nothing issued at all).
-                "critical": bool(failures) and critical,
-                "hooks_pending": bool(managed and managed.hooks_pending),
-                "deploy_failures": state.deploy_failures if state else 0,
-                "last_attempt": _iso(attempt.started_at) if attempt else None,
-                "last_outcome": attempt.outcome if attempt else None,
-                "last_attempt_error": attempt.error if attempt else None,
-                # A certd process is looking at or renewing it right now (certd.store.leases).
-                "in_progress": {"by": lease.purpose, "on": lease.holder, "since": _iso(lease.acquired_at)}
-                if lease is not None and working else None,
-                # Per node: the issuance its own files and its listeners carry (certd.store.deploy_state).
-                "nodes": per_node.get(cert_cfg.name, {}),
-            })
-    return rows
+    return collect_rows(config, engine, now)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
 from certd.config.mqtt import HomeAssistantConfig, MqttConfig, mqtt_reference_errors
 from certd.config.node import NodeConfig
+from certd.config.http import HttpConfig
 from certd.config.ocpp import OcppConfig
 from certd.config.rollover import RolloverConfig
 from certd.config.trust import MqttRegistryConfig, TrustConfig
@@ -54,6 +55,7 @@ class Config(Section):
     mqtt: MqttConfig = MqttConfig()  # broker connection, see certd/config/mqtt.py
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()  # MQTT discovery, see certd/config/mqtt.py
     node: NodeConfig = NodeConfig()  # this node among several on one PostgreSQL, see certd/config/node.py
+    http: HttpConfig = HttpConfig()  # metrics, health probes, status page, see certd/config/http.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -88,6 +90,8 @@ class Config(Section):
             names.update(self.ocpp.charger_ca.secret_env_names())
         if self.mqtt.password_env:
             names.add(self.mqtt.password_env)
+        if self.http.auth and self.http.auth.token_env:
+            names.add(self.http.auth.token_env)
         return tuple(sorted(names))
 
     def certificate(self, name: str) -> CertificateConfig:

@@ -21,9 +21,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudflare
+import httpx
 
 from certd.dns.provider import AccountZones, DnsRecord, Zone, longest_zone, normalize_name, zone_covers
 from certd.errors import DNSProviderError
+from certd.metrics import count_cloudflare
 
 if TYPE_CHECKING:
     from certd.config.cloudflare import CloudflareConfig
@@ -73,6 +75,25 @@ def _all_codes(exc: cloudflare.APIStatusError) -> set[int]:
     return codes
 
 
+class _CountingTransport(httpx.BaseTransport):
+    """Counts every request the SDK sends (retries included) by outcome, for certd's /metrics."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TransportError:
+            count_cloudflare(None)
+            raise
+        count_cloudflare(response.status_code)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class _TokenOnlyCloudflare(cloudflare.Cloudflare):
     """SDK client that authenticates with its API token and nothing else.
 
@@ -105,7 +126,8 @@ class CloudflareDNS:
     ) -> None:
         self.source = source
         self._zone_source = zone_source or source
-        options: dict[str, Any] = {"timeout": timeout}
+        options: dict[str, Any] = {"timeout": timeout,
+                                   "http_client": cloudflare.DefaultHttpxClient(transport=_CountingTransport())}
         if base_url:
             options["base_url"] = base_url
         self._client = _TokenOnlyCloudflare(api_token=api_token, max_retries=max_retries, **options)

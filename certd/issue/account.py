@@ -22,6 +22,7 @@ from certd import __version__
 from certd.issue.order import RateLimited, RateLimitedResponse, RetryAfterAwareNetwork, problem_message
 from certd.config import Config
 from certd.errors import IssuanceError
+from certd.metrics import acme_action
 from certd.issue.keys import key_to_pem, load_key
 from certd.secrets import read_secret
 from certd.store.db import session_scope
@@ -52,7 +53,8 @@ def _network(config: Config, jwk: jose.JWK) -> acme_client.ClientNetwork:
 def _directory(config: Config, net: acme_client.ClientNetwork) -> messages.Directory:
     url = config.acme.directory_url
     try:
-        return acme_client.ClientV2.get_directory(url, net)
+        with acme_action("get_directory"):
+            return acme_client.ClientV2.get_directory(url, net)
     except Exception as exc:  # requests/JSON errors: the CA is unreachable or not ACME
         raise IssuanceError(f"cannot read the ACME directory at {url}: {exc}") from None
 
@@ -140,7 +142,8 @@ def _register_translating_errors(config: Config, client: acme_client.ClientV2,
     """
     url = config.acme.directory_url
     try:
-        return _register(config, client, jwk)
+        with acme_action("new_account"):
+            return _register(config, client, jwk)
     except RateLimitedResponse as exc:
         raise RateLimited(f"the CA at {url} rate-limited account registration: "
                           f"{problem_message(exc.problem)}", exc.retry_after) from None

@@ -24,6 +24,7 @@ from cryptography import x509
 
 from certd import __version__
 from certd.errors import CertdError
+from certd.metrics import observe_acme
 from certd.retry_after import parse_retry_after
 
 log = logging.getLogger("certd.acme.ari")
@@ -110,12 +111,15 @@ class AriClient:
         self._base: str | None = None
         self._fetched_at: float | None = None
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str, action: str = "renewal_info") -> requests.Response:
+        started = time.monotonic()
         try:
             response = requests.get(url, timeout=self._timeout, verify=self._verify,
                                     headers={"User-Agent": USER_AGENT})
         except requests.RequestException as exc:
+            observe_acme(action, "error", started)
             raise AriError(f"cannot reach {url}: {type(exc).__name__}") from None
+        observe_acme(action, response.status_code, started)
         return response
 
     def renewal_info_base(self) -> str | None:
@@ -124,7 +128,7 @@ class AriClient:
             fresh = self._fetched_at is not None and time.monotonic() - self._fetched_at < DIRECTORY_CACHE_SECONDS
             if fresh:
                 return self._base
-            response = self._get(self.directory_url)
+            response = self._get(self.directory_url, "get_directory")
             if response.status_code != 200:
                 raise AriError(f"the ACME directory {self.directory_url} answered HTTP {response.status_code}")
             try:

@@ -18,6 +18,7 @@ from acme import challenges, messages
 from acme import client as acme_client
 from acme import errors as acme_errors
 
+from certd.metrics import acme_action, current_acme_action, observe_acme
 from certd.retry_after import parse_retry_after
 from certd.dns.challenges import challenge_name
 from certd.errors import IssuanceError
@@ -46,7 +47,19 @@ class RateLimitedResponse(Exception):
 
 
 class RetryAfterAwareNetwork(acme_client.ClientNetwork):
-    """ClientNetwork that keeps Retry-After on rateLimited problems (RFC 8555 §6.6)."""
+    """ClientNetwork that keeps Retry-After on rateLimited problems (RFC 8555 §6.6) and counts
+    every request under its ACME action (certd.metrics; the caller names the action)."""
+
+    def _send_request(self, method: str, url: str, *args: object, **kwargs: object) -> requests.Response:
+        action = "new_nonce" if method == "HEAD" else current_acme_action()
+        started = time.monotonic()
+        try:
+            response = super()._send_request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+        except requests.RequestException:
+            observe_acme(action, "error", started)
+            raise
+        observe_acme(action, response.status_code, started)
+        return response
 
     @classmethod
     def _check_response(cls, response: requests.Response,
@@ -137,9 +150,11 @@ class AcmeOrder:
         deadline = self._clock() + self._timeout
         profile = self._supported_profile(profile)
         try:
-            orderr = self._new_order(csr_pem, domains, profile, replaces)
+            with acme_action("new_order"):
+                orderr = self._new_order(csr_pem, domains, profile, replaces)
             pending = self._solve(orderr, present, wait_visible)
-            self._wait_authorizations(pending, deadline)
+            with acme_action("get_authorization"):
+                self._wait_authorizations(pending, deadline)
             return self._finalize(orderr, deadline, profile)
         except RateLimitedResponse as exc:
             raise RateLimited(f"the CA rate-limited this order: {problem_message(exc.problem)}",
@@ -175,8 +190,9 @@ class AcmeOrder:
             to_answer.append((authzr, challb))
         if expected:
             wait_visible(expected)
-        for _authzr, challb in to_answer:
-            self._client.answer_challenge(challb, challb.chall.response(key))
+        with acme_action("answer_challenge"):
+            for _authzr, challb in to_answer:
+                self._client.answer_challenge(challb, challb.chall.response(key))
         return [a for a, _ in to_answer]
 
     def _backoff(self, delay: float, response: requests.Response | None, deadline: float) -> float:
@@ -216,25 +232,29 @@ class AcmeOrder:
 
     def _finalize(self, orderr: messages.OrderResource, deadline: float,
                   profile: str | None) -> OrderOutcome:
-        orderr = self._client.begin_finalization(orderr)
+        with acme_action("finalize"):
+            orderr = self._client.begin_finalization(orderr)
         delay = 0.05
         body = orderr.body
         response: requests.Response | None = None
         while True:
             if body.status == messages.STATUS_VALID and body.certificate:
-                response = self._client._post_as_get(body.certificate)  # noqa: SLF001
-                alternates = [self._client._post_as_get(url).text  # noqa: SLF001
-                              for url in self._client._get_links(response, "alternate")]  # noqa: SLF001
+                with acme_action("download_certificate"):
+                    response = self._client._post_as_get(body.certificate)  # noqa: SLF001
+                    alternates = [self._client._post_as_get(url).text  # noqa: SLF001
+                                  for url in self._client._get_links(response, "alternate")]  # noqa: SLF001
                 return OrderOutcome(response.text, alternates, profile)
             if body.status == messages.STATUS_INVALID:
                 raise IssuanceError(f"the CA refused to issue: {problem_message(body.error)}")
             if self._clock() >= deadline:
                 raise IssuanceError(f"order still {body.status} after {self._timeout:.0f}s")
             delay = self._backoff(delay, response, deadline)
-            response = self._client._post_as_get(orderr.uri)  # noqa: SLF001
+            with acme_action("poll_order"):
+                response = self._client._post_as_get(orderr.uri)  # noqa: SLF001
             body = messages.Order.from_json(response.json())
             if body.status == messages.STATUS_READY:
-                orderr = self._client.begin_finalization(orderr)
+                with acme_action("finalize"):
+                    orderr = self._client.begin_finalization(orderr)
                 body = orderr.body
 
     @staticmethod

@@ -26,6 +26,7 @@ from websockets.typing import Subprotocol
 
 from certd.config.ocpp import ListenerConfig, OcppConfig
 from certd.errors import CertdError
+from certd.metrics import count_handshake, count_login
 from certd.ocpp import admission, auth, charger_registry, mtls
 from certd.ocpp.connection import OcppConnection, peer_address, ws_log
 from certd.ocpp.frames import Limits
@@ -170,8 +171,10 @@ class Listener:
         try:
             charger_id = charger_id_from_path(request.path, self.patterns)
         except InvalidChargerId as exc:
+            count_handshake(self.label, "bad_id")
             return self._refuse(connection, http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         if charger_id is None:
+            count_handshake(self.label, "not_found")
             return self._refuse(connection, http.HTTPStatus.NOT_FOUND, "Not Found\n")
 
         key = address or "?"
@@ -179,6 +182,7 @@ class Listener:
         wait = await shared.limiter.begin(key)
         if wait is not None:
             log.debug("refusing %s from %s: too many failed logins", charger_id, address)
+            count_handshake(self.label, "rate_limited")
             return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n",
                                 {"Retry-After": str(max(1, int(wait + 0.999)))})
         admitted: Admitted | None = None
@@ -194,10 +198,12 @@ class Listener:
             if shared.limiter.retry_after(key) is not None:
                 log.warning("client %s reached the failed-login limit; refusing it for %.0f s",
                             address, shared.ocpp.auth_failure_window)
+            count_handshake(self.label, "unauthorized")
             if certificate:  # no password to retry with: no WWW-Authenticate
                 return self._refuse(connection, http.HTTPStatus.FORBIDDEN, "Forbidden\n")
             return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n",
                                 {"WWW-Authenticate": WS_AUTHENTICATE})
+        count_handshake(self.label, "admitted")
         assert isinstance(connection, OcppConnection)
         connection.admitted = admitted
         return None
@@ -231,7 +237,9 @@ class Listener:
         if isinstance(verdict, admission.Refuse) or record is None:
             reason = verdict.reason if isinstance(verdict, admission.Refuse) else "no record"
             shared.writer.audit("auth_failed", charger_id, address, reason)
+            count_login(reason)
             return None
+        count_login(None)
         return Admitted(charger_id, record, address)
 
     async def _admit_certificate(self, connection: ServerConnection, charger_id: str,

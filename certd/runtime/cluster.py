@@ -277,13 +277,3 @@ class Cluster:
         services = self.daemon._services  # noqa: SLF001
         if services is not None and services.endpoint is not None:
             await charger_calls.run_claimed(services.endpoint, self.engine, self.node)
-
-
-def deploy_summary(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """certificate -> node -> {"files": issued id, "hooks_pending", "listeners": {label: id}}."""
-    summary: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        summary.setdefault(row.certificate, {})[row.node] = {
-            "files": row.issued_id, "hooks_pending": row.hooks_pending,
-            "listeners": json.loads(row.listeners_json or "{}")}
-    return summary

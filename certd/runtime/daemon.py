@@ -45,6 +45,7 @@ from certd.store.types import utcnow
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from certd.http.service import HttpService
     from certd.mqtt.service import MqttService
     from certd.ocpp.service import OcppService
 
@@ -96,6 +97,7 @@ class Daemon:
         self._live_watch: LiveCopyWatcher | None = None
         self._mqtt: MqttService | None = None  # [mqtt]: Home Assistant entities, MQTT registries
         self.cluster: Cluster | None = None  # one node of several (PostgreSQL): certd.runtime.cluster
+        self._http: HttpService | None = None  # [http]: metrics, probes, status page (certd.http)
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -129,6 +131,7 @@ class Daemon:
         dns = await self._in_thread(self._maintainer.dns)  # a missing token fails the start, clearly
         await self._in_thread(cleanup_leftover_records, dns, self.engine, "certd run")
         await self._reconcile()
+        await self._start_http()  # [http] before anything else listens: a taken port fails the start
         self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.timezone.utc, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._scheduler.start()
@@ -194,6 +197,7 @@ class Daemon:
             await self.cluster.close()
         if self._services is not None:
             await self._services.close()
+        await self._stop_http()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_engine and self.engine is not None and not self.stuck_threads:
@@ -351,6 +355,7 @@ class Daemon:
         if self._mqtt is not None:
             await self._mqtt.apply(old, new)
         await self._schedule_periodic_jobs(new)
+        await self._reload_http(new)
         log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
         return True
 
@@ -382,6 +387,39 @@ class Daemon:
     async def _watchdog(self) -> None:
         # A coroutine on purpose: the ping proves the event loop itself is alive.
         self._notifier.watchdog()
+
+    # -- HTTP server (certd.http): metrics, probes, status page ------------------------------
+    async def _open_http(self) -> None:
+        from certd.http.live import LiveSources, scheduler_state
+        from certd.http.service import HttpService
+
+        live = LiveSources(clock=self._clock, ocpp=lambda: self.ocpp,
+                           scheduler=lambda: scheduler_state(self._scheduler, self._running))
+        service = HttpService(self.config, self.engine, live=live)  # type: ignore[arg-type]
+        await service.start()  # ConfigError naming the key: address taken, secret unreadable
+        self._http = service
+
+    async def _start_http(self) -> None:
+        if self.config.http.enabled:
+            try:
+                await self._open_http()
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _stop_http(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _reload_http(self, new: Config) -> None:
+        try:
+            if self._http is not None:
+                await self._http.reload(new)
+            elif new.http.enabled:
+                await self._open_http()
+        except CertdError as exc:
+            log.error("HTTP server: the new [http] settings were not applied: %s", exc)
 
     # -- plumbing ------------------------------------------------------------------------
     def _open_store(self) -> sa.Engine:

@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # annotations only: benchmarks build configs without starting
     from certd.sandbox.world import SandboxWorld
 
 TOKEN_ENV = "CERTD_SANDBOX_CF_TOKEN"
+# Any free loopback port: parallel tests and demos never fight over certd's default 9402.
+SANDBOX_HTTP = 'listen = ["127.0.0.1:0"]'
 
 TomlValue = Union[str, Path, bool, int, float, Sequence["TomlValue"], Mapping[str, "TomlValue"]]
 
@@ -22,8 +24,9 @@ def toml_str(value: str | Path) -> str:
 
 
 def sandbox_config_toml(world: SandboxWorld, pebble: PebbleServer, state_dir: str | Path,
-                        certificates: str, *, extra: str = "") -> str:
-    """`certificates` and `extra` are TOML snippets appended as given.
+                        certificates: str, *, extra: str = "", http: str = SANDBOX_HTTP) -> str:
+    """`certificates` and `extra` are TOML snippets appended as given; `http` is the body of the
+    `[http]` table.
 
     The API token is read from the env var TOKEN_ENV, as in production; set it
     to `world.token` in the process that runs certd.
@@ -43,6 +46,9 @@ base_url = {toml_str(world.emulator.base_url)}
 [dns]
 nameservers = [{toml_str(world.dns_addr)}]
 propagation_timeout = 20
+
+[http]
+{http}
 
 {extra}
 

@@ -80,3 +80,13 @@ def record_listeners(engine: sa.Engine, node: str, served: dict[str, dict[str, i
 def all_rows(engine: sa.Engine) -> list[NodeDeploy]:
     with session_scope(engine) as session:
         return list(session.exec(select(NodeDeploy).order_by(NodeDeploy.certificate, NodeDeploy.node)))
+
+
+def deploy_summary(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """certificate -> node -> {"files": issued id, "hooks_pending", "listeners": {label: id}}."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        summary.setdefault(row.certificate, {})[row.node] = {
+            "files": row.issued_id, "hooks_pending": row.hooks_pending,
+            "listeners": json.loads(row.listeners_json or "{}")}
+    return summary

@@ -31,7 +31,10 @@ name = "ocpp-rsa"
 domains = ["{HOST}"]
 
 {ocpp_toml([ocpp_listener("main", HOST, certificates=["ocpp-rsa"])], trust_roots=[ca_file],
-           reload_check_interval=0, heartbeat_classes={"wallbox": 120})}''')
+           reload_check_interval=0, heartbeat_classes={"wallbox": 120})}
+[http]
+listen = ["127.0.0.1:0"]
+''')
     return path
 
 
