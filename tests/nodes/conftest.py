@@ -205,8 +205,6 @@ port = {port}
 certificates = ["web"]
 """
     extra = f"""
-propagation_grace = {grace}
-
 [node]
 name = "{name}"
 address = "127.0.0.1:{port or 0}"
@@ -215,6 +213,8 @@ gone_after = 10
 {extra}"""
     text = f"database_url = {toml_str(db_url)}\n" + sandbox_config_toml(world, pebble, node_dir / "state", cert,
                                                                          extra=extra)
+    # [dns] propagation_grace: each order keeps its TXT records published this long.
+    text = text.replace("propagation_timeout = 20\n", f"propagation_timeout = 20\npropagation_grace = {grace}\n", 1)
     path = node_dir / "certd.toml"
     path.write_text(text)
     return node_dir, path
