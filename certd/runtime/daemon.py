@@ -365,8 +365,8 @@ class Daemon:
     def _open_store(self) -> sa.Engine:
         from certd.store.db import make_engine, upgrade
 
-        upgrade(self.config.db_url)
-        return make_engine(self.config.db_url)
+        upgrade(self.config.db_url, store=self.config.store)
+        return make_engine(self.config.db_url, self.config.store)
 
     async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
