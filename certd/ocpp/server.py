@@ -52,6 +52,8 @@ class Shared:
     credentials: auth.VerifiedCredentials
     sessions: dict[str, ChargerSession]
     hooks: list[ChargerHook] = field(default_factory=list)  # see OcppService.add_charger_hook
+    # SO_REUSEPORT: several worker processes listen on the same ports (certd.runtime.workers).
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class Listener:
             write_limit=WRITE_LIMIT,
             server_header=None,
             backlog=1024,
+            reuse_port=self.shared.reuse_port or None,
             logger=ws_log,
         )
 

@@ -128,6 +128,7 @@ class OcppService:
         engine: sa.Engine,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
+        reuse_port: bool = False,
     ) -> None:
         errors = listener_certificate_errors(config.ocpp, [c.name for c in config.certificates])
         if errors:
@@ -144,6 +145,7 @@ class OcppService:
             limiter=auth.FailureLimiter(self.ocpp.auth_failure_limit, self.ocpp.auth_failure_window),
             credentials=auth.VerifiedCredentials(),
             sessions={},
+            reuse_port=reuse_port,
         )
         self._states: list[_ListenerState] = []
         for listener_config in self.ocpp.listeners:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("certd.daemon")
 
 T = TypeVar("T")
+ServicesFactory = Callable[[sa.Engine, Callable[[], dt.datetime]], OcppServices]
 
 CRASHED_CHECK_RETRY = dt.timedelta(minutes=5)
 WORKER_THREADS = 24  # created lazily; checks are bounded by [daemon] concurrency, the rest is small
@@ -68,7 +69,8 @@ class Daemon:
 
     def __init__(self, config_path: Path | None, config: Config, *,
                  clock: Callable[[], dt.datetime] = utcnow, notifier: Notifier | None = None,
-                 install_signals: bool = True, engine: sa.Engine | None = None) -> None:
+                 install_signals: bool = True, engine: sa.Engine | None = None,
+                 services_factory: ServicesFactory = OcppServices) -> None:
         self.config_path = config_path
         self.config = config
         self.engine = engine
@@ -91,6 +93,8 @@ class Daemon:
         # since the interpreter would wait for their threads at exit anyway.
         self._thread_waits: set[asyncio.Task[Any]] = set()
         self._services: OcppServices | None = None  # set once the store is open
+        # OcppServices in this process, or certd.runtime.workers.WorkerPool (`[ocpp] workers`).
+        self._services_factory = services_factory
         self._live_watch: LiveCopyWatcher | None = None
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
@@ -135,7 +139,7 @@ class Daemon:
         now = self._clock()
         for cert in self.config.certificates:
             self.schedule(cert.name, now)
-        self._services = OcppServices(self.engine, self._clock)
+        self._services = self._services_factory(self.engine, self._clock)
         await self._services.start(self.config)
         self._live_watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed_elsewhere)
         await self._live_watch.start()

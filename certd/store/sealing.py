@@ -75,6 +75,10 @@ class SealingPolicy:
 
     def open(self, stored: str, purpose: str) -> str:
         if not is_encrypted(stored):
+            if self.keyring is not None and not self._warned:
+                self._warned = True
+                log.warning("private keys stored before a store key was configured are still "
+                            "unencrypted (%s): run `certd db encrypt`", purpose)
             return stored
         if self.keyring is None:
             raise StoreKeyError(
