@@ -538,12 +538,22 @@ def main() -> int:
     parser.add_argument("--db-url", help="store URL (default: SQLite in a temp dir)")
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
                         help="server event loop (default: CERTD_EVENT_LOOP, else uvloop if installed)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run `certd run` with [ocpp] workers = 1, then N, and a reconnect storm "
+                             "after a restart in each (bench/ocpp_workers.py)")
     parser.add_argument("--server-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.server_child:
         return server_child(args.server_child)
     if not 1 <= args.chargers <= 20000 or args.hold > 600:
         parser.error("bounded runs only: 1-20000 chargers, --hold <= 600 s")
+    if args.db_url:  # certd refuses to store private keys in PostgreSQL unencrypted
+        os.environ.setdefault("CERTD_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    if args.workers:
+        from ocpp_workers import run_workers
+
+        run_workers(args)
+        return 0
     run(args)
     return 0
 
