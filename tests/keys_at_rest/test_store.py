@@ -206,6 +206,9 @@ def test_no_key_or_private_key_reaches_logs_or_errors(store: Store, leaf: Leaf, 
         finally:
             logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     (stored,) = raw_keys(engine, "acme_account")
+    with session_scope(engine) as session:  # a row printed into a log line shows no key
+        errors.append(repr(session.exec(sa.select(AcmeAccount)).scalars().one()))
+    errors.append(repr(IssuedCertificate(name="web", key_pem=leaf.key_pem)))
     texts = errors + [r.getMessage() for r in caplog.records] + [str(r.args) for r in caplog.records]
     assert len(caplog.records) > 5  # the SQL was logged, parameters hidden
     for text in texts:
