@@ -39,7 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ocpp_load import HOST, ROOT, charger_id, password_for, percentile, prepare_world, sleep_until
+from ocpp_load import (
+    HOST, ROOT, charger_id, password_for, percentile, prepare_world, rsa_signatures_per_cpu_second,
+    sleep_until,
+)
 
 STORM_TIMEOUT = 150.0  # a storm not absorbed by then is reported as such
 WARMUP = 32  # connections opened and closed before the baseline: one-time lazy imports per process
@@ -335,6 +338,7 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
     shared[STEADY_START] = time.time()
     sleep_until(shared[STEADY_START] + args.hold)
     shared[STEADY_END] = time.time()
+    after_steady = usage(server.pids())
     shared[RESTART_AT] = time.time() + 0.5
     sleep_until(shared[RESTART_AT])
 
@@ -378,6 +382,8 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
         "ramp_failed": total("ramp_failed"), "ramp_ok": merged("ramp_ok"), "rtt": merged("rtt"),
         "rss_per_conn": rss_growth / max(1, connected), "cpu_per_conn": ramp_cpu / max(1, args.chargers),
         "rss_by_process": {pid: rss for pid, (rss, _) in at_steady.items()},
+        "steady_cpu": {pid: after_steady[pid][1] - at_steady[pid][1]
+                       for pid in after_steady if pid in at_steady},
         "split_ramp": split_ramp, "split_storm": split_storm, "drops": total("drops"),
         "storm_failed": total("storm_failed"), "storm_ok": merged("storm_ok"),
         "storm_time": (max(storm_ends) - go_at) if storm_ends else float("nan"),
@@ -394,7 +400,9 @@ def run_workers(args) -> None:  # type: ignore[no-untyped-def]
     phases = []
     for workers in (1, args.workers):
         print(f"phase: [ocpp] workers = {workers} ...", flush=True)
-        phases.append(run_phase(args, workers, template, workdir, url, ca.root_pem))
+        phase = run_phase(args, workers, template, workdir, url, ca.root_pem)
+        phase["speed"] = rsa_signatures_per_cpu_second()
+        phases.append(phase)
     report(args, phases)
 
 
@@ -417,6 +425,8 @@ def report(args, phases: list[dict]) -> None:  # type: ignore[no-untyped-def]
         ("heartbeats measured", lambda p: str(len(p["rtt"])), ""),
         ("server RSS per connection (all processes)*", lambda p: f"{p['rss_per_conn']:.1f} KiB", "<= 64 KiB"),
         ("server CPU per new connection (all processes)", lambda p: f"{p['cpu_per_conn'] * 1000:.2f} ms", ""),
+        ("server CPU per heartbeat (all processes)", lambda p: f"{sum(p['steady_cpu'].values()) / max(1, len(p['rtt'])) * 1e6:.0f} us", ""),
+        ("steady-state CPU s per process", lambda p: " ".join(f"{v:.2f}" for v in p["steady_cpu"].values()), ""),
         ("chargers per node after the ramp", lambda p: split(p["split_ramp"]), ""),
         ("dropped before the restart", lambda p: str(p["drops"]), "0"),
         ("restart: stop / start until READY=1", lambda p: f"{p['stopped_in']:.1f} s / {p['restarted_in']:.1f} s", ""),
@@ -425,6 +435,7 @@ def report(args, phases: list[dict]) -> None:  # type: ignore[no-untyped-def]
         ("storm: handshake p50 / p99", lambda p: f"{ms(percentile(p['storm_ok'], 50))} / "
                                                  f"{ms(percentile(p['storm_ok'], 99))}", ""),
         ("chargers per node after the storm", lambda p: split(p["split_storm"]), ""),
+        ("machine speed after the phase (RSA-2048 sign/CPU-s)", lambda p: f"{p['speed']:.0f}", ""),
     ]
     print()
     print(f"certd run, {args.chargers} TLS chargers (profile {args.profile}, argon2id passwords), "
