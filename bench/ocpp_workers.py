@@ -46,7 +46,7 @@ from ocpp_load import (
 
 STORM_TIMEOUT = 150.0  # a storm not absorbed by then is reported as such
 WARMUP = 32  # connections opened and closed before the baseline: one-time lazy imports per process
-RAMP_CAP = 120.0  # after the ramp's last start, handshakes still in flight get this long
+RAMP_CAP = 150.0  # after the ramp's last start, handshakes still in flight get this long
 SERVER_START_TIMEOUT = 90.0
 
 
@@ -138,21 +138,11 @@ class CertdRun:
         return time.time() - began
 
 
-def wait_for_count(url: str, count: int, quiet: float, cap: float) -> float:
-    """Until `count` chargers are connected per the store, or none joined for `quiet` s after the
-    first did, or `cap` s passed (registry rows are written in batches, a second or so late; in a
-    storm the first handshakes complete late, all of them together); when it ended."""
-    began = last_change = time.time()
-    first = seen = sum(chargers_per_node(url).values())
-    while time.time() - began < cap:
-        now_connected = sum(chargers_per_node(url).values())
-        if now_connected >= count:
-            break
-        if now_connected != seen:
-            seen, last_change = now_connected, time.time()
-        elif seen != first and time.time() - last_change > quiet:
-            break
-        time.sleep(0.5)
+def wait_for(counters, index: int, target: int, cap: float) -> float:  # type: ignore[no-untyped-def]
+    """Until the clients' counter `index` reaches `target` or `cap` s passed; when it ended."""
+    began = time.time()
+    while counters[index] < target and time.time() - began < cap:
+        time.sleep(0.1)
     return time.time()
 
 
@@ -174,7 +164,7 @@ def chargers_per_node(url: str) -> dict[str, int]:
 # --------------------------------------------------------------------------- load generator
 
 
-def client_process(spec: dict, shared, conn) -> None:  # type: ignore[no-untyped-def]
+def client_process(spec: dict, shared, counters, conn) -> None:  # type: ignore[no-untyped-def]
     import asyncio.sslproto
 
     asyncio.sslproto.SSLProtocol.max_size = 16 * 1024 + 512
@@ -182,16 +172,23 @@ def client_process(spec: dict, shared, conn) -> None:  # type: ignore[no-untyped
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     try:
-        conn.send(asyncio.run(_client(spec, shared)))
+        conn.send(asyncio.run(_client(spec, shared, counters)))
     except BaseException as exc:  # report instead of hanging the parent
         conn.send({"error": repr(exc)})
 
 
 # The parent's timeline, in a shared array (0 until set): the ramp ends when every charger is in.
 GO_AT, STOP_AT, STEADY_START, STEADY_END, RESTART_AT = range(5)
+# What the clients tell the parent, in a shared counter array: attempts that ended, either way.
+RAMP_FINISHED, RAMP_OK, STORM_FINISHED = range(3)
 
 
-async def _client(spec: dict, shared) -> dict:  # type: ignore[no-untyped-def]
+def count(counters, index: int) -> None:  # type: ignore[no-untyped-def]
+    with counters.get_lock():
+        counters[index] += 1
+
+
+async def _client(spec: dict, shared, counters) -> dict:  # type: ignore[no-untyped-def]
     """Chargers of one load-generator process; `shared` carries the parent's timeline."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
@@ -200,7 +197,8 @@ async def _client(spec: dict, shared) -> dict:  # type: ignore[no-untyped-def]
     if spec["client_ciphers"]:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(spec["client_ciphers"])
-    stats = {"ramp_ok": [], "ramp_failed": 0, "storm_ok": [], "storm_end": [], "storm_failed": 0,
+    stats = {"ramp_ok": [], "ramp_end": [], "ramp_failed": 0, "storm_ok": [], "storm_end": [],
+             "storm_failed": 0,
              "rtt": [], "drops": 0, "reasons": {}}
     go, stop = asyncio.Event(), asyncio.Event()
 
@@ -228,10 +226,13 @@ async def _client(spec: dict, shared) -> dict:  # type: ignore[no-untyped-def]
             stats[f"{phase}_failed"] += 1
             reason = f"{phase}: {type(exc).__name__}"
             stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
+            count(counters, RAMP_FINISHED if phase == "ramp" else STORM_FINISHED)
             return None
         stats[f"{phase}_ok"].append(time.perf_counter() - began)
-        if phase == "storm":
-            stats["storm_end"].append(time.time())
+        count(counters, RAMP_FINISHED if phase == "ramp" else STORM_FINISHED)
+        if phase == "ramp":
+            count(counters, RAMP_OK)
+        stats[f"{phase}_end"].append(time.time())
         return ws
 
     async def heartbeats(ws, measure: bool) -> bool:  # type: ignore[no-untyped-def]
@@ -314,7 +315,8 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
     t0 = time.time() + 2.0
     ramp_end = t0 + args.chargers / args.rate
     ramp = [(charger_id(i), t0 + i / args.rate) for i in range(args.chargers)]
-    shared = mp.get_context("fork").Array(ctypes.c_double, 5)
+    shared = mp.get_context("fork").Array(ctypes.c_double, 5, lock=False)
+    counters = mp.get_context("fork").Array(ctypes.c_int, 3)
     client_ciphers = "ECDHE-RSA-AES128-GCM-SHA256" if args.profile == "gsm" else ""
     pipes, procs = [], []
     ctx = mp.get_context("fork")
@@ -322,7 +324,7 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
         spec = {"port": port, "ca_pem": ca_pem, "client_ciphers": client_ciphers,
                 "ramp": ramp[k::args.clients], "heartbeat": args.heartbeat}
         parent_end, child_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=client_process, args=(spec, shared, child_end), daemon=True)
+        proc = ctx.Process(target=client_process, args=(spec, shared, counters, child_end), daemon=True)
         proc.start()
         pipes.append(parent_end)
         procs.append(proc)
@@ -330,8 +332,9 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
     sleep_until(t0 - 0.2)
     before_ramp = usage(server.pids())
     sleep_until(ramp_end)
-    ramp_done = wait_for_count(url, args.chargers, quiet=10.0, cap=RAMP_CAP)
+    ramp_done = wait_for(counters, RAMP_FINISHED, args.chargers, cap=RAMP_CAP)
     after_ramp = usage(server.pids())
+    time.sleep(1.5)  # registry rows are written in batches
     split_ramp = chargers_per_node(url)
     sleep_until(ramp_done + args.settle)
     at_steady = usage(server.pids())
@@ -347,7 +350,8 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
     go_at = time.time() + 0.2
     shared[GO_AT] = go_at
     sleep_until(go_at)
-    wait_for_count(url, sum(split_ramp.values()), quiet=15.0, cap=STORM_TIMEOUT)
+    wait_for(counters, STORM_FINISHED, counters[RAMP_OK], cap=STORM_TIMEOUT)
+    time.sleep(1.5)
     split_storm = chargers_per_node(url)
     shared[STOP_AT] = time.time()
     results = []
@@ -371,13 +375,14 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
     for r in results:
         for reason, count in r["reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
-    connected = sum(split_ramp.values())
+    connected = counters[RAMP_OK]
     rss_growth = sum(v[0] for v in at_steady.values()) - sum(v[0] for v in base.values())
     ramp_cpu = sum(v[1] for v in after_ramp.values()) - sum(v[1] for v in before_ramp.values())
     storm_ends = merged("storm_end")
     return {
         "workers": workers, "started_in": started_in, "stopped_in": stopped_in,
-        "ramp_seconds": ramp_done - t0,
+        "ramp_rate": (len(ends) - 1) / (max(ends) - t0) if len(ends := merged("ramp_end")) > 1 else 0.0,
+        "ramp_finished_after": ramp_done - t0,
         "restarted_in": restarted_in, "connected": connected,
         "ramp_failed": total("ramp_failed"), "ramp_ok": merged("ramp_ok"), "rtt": merged("rtt"),
         "rss_per_conn": rss_growth / max(1, connected), "cpu_per_conn": ramp_cpu / max(1, args.chargers),
@@ -415,7 +420,7 @@ def report(args, phases: list[dict]) -> None:  # type: ignore[no-untyped-def]
 
     rows = [
         ("chargers connected after the ramp", lambda p: f"{p['connected']} / {args.chargers}", f"{args.chargers}"),
-        ("ramp: achieved rate", lambda p: f"{p['connected'] / p['ramp_seconds']:.0f}/s", f"{args.rate:.0f}/s"),
+        ("ramp: achieved rate", lambda p: f"{p['ramp_rate']:.0f}/s", f"{args.rate:.0f}/s"),
         ("ramp: failed handshakes", lambda p: str(p["ramp_failed"]), "0"),
         ("TLS+WebSocket+Boot p50 / p99", lambda p: f"{ms(percentile(p['ramp_ok'], 50))} / "
                                                    f"{ms(percentile(p['ramp_ok'], 99))}", ""),
