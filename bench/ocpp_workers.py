@@ -39,10 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ocpp_load import (
-    HOST, ROOT, charger_id, password_for, percentile, prepare_world, rsa_signatures_per_cpu_second,
-    sleep_until,
-)
+from _ocpp_load.procs import HOST, ROOT, charger_id, password_for, rsa_signatures_per_cpu_second
+from _ocpp_load.report import percentile
+from ocpp_load import prepare_world, sleep_until
 
 STORM_TIMEOUT = 150.0  # a storm not absorbed by then is reported as such
 WARMUP = 32  # connections opened and closed before the baseline: one-time lazy imports per process
@@ -397,10 +396,12 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
 
 
 def run_workers(args) -> None:  # type: ignore[no-untyped-def]
+    if args.auth != "password" or args.unknown or args.compare or args.mixed:
+        raise SystemExit("--workers: registered chargers with passwords only (no --auth, --unknown, "
+                         "--compare, --mixed)")
     workdir = Path(tempfile.mkdtemp(prefix="certd-workers-bench-"))
     print(f"setting up {args.chargers} chargers in {workdir} ...", flush=True)
-    template_path, ca, url = prepare_world(workdir, args.chargers + WARMUP, "password", args.profile,
-                                           args.db_url)
+    template_path, ca, url = prepare_world(workdir, args.chargers + WARMUP, args, unknown=False)
     template = template_path.read_text()
     phases = []
     for workers in (1, args.workers):

@@ -51,11 +51,12 @@ def prepare(workdir: Path, total: int, concurrency: int) -> dict[str, object]:
     import datetime as dt
 
     from certd.config import load_config
+    from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
     from certd.store.chargers import Charger
     from certd.store.db import make_engine, session_scope, upgrade
     from certd.trust.track import on_issued
     from tests.rollover.test_engine import store_issued
-    from tests.trust import pki
+    from tests import pki
 
     root_a, root_b = pki.root("Bench Root A"), pki.root("Bench Root B")
     inter_a, inter_b = pki.intermediate("Bench Inter A", root_a), pki.intermediate("Bench Inter B", root_b)
@@ -82,20 +83,8 @@ lab = "{anchors}"
 name = "fleet"
 anchors = "lab"
 
-[ocpp]
-unknown_chargers = "accept"
-reload_check_interval = 0
-trust_roots = ["{workdir / 'roots.pem'}"]
-ping_interval = 60
-call_timeout = 60
-
-[[ocpp.listeners]]
-name = "main"
-host = "{HOST}"
-bind = ["127.0.0.1"]
-port = 0
-certificates = ["ocpp"]
-
+{ocpp_toml([ocpp_listener("main", HOST, certificates=["ocpp"])], unknown_chargers="accept",
+           reload_check_interval=0, trust_roots=[workdir / "roots.pem"], ping_interval=60, call_timeout=60)}
 [rollover]
 concurrency = {concurrency}
 boot_wait = 5

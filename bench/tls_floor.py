@@ -304,7 +304,7 @@ def main() -> int:
         parser.error("bounded runs only: 1-20000 connections")
 
     from bench.ocpp_load import rsa_signatures_per_cpu_second
-    from tests.ocpp.pki import MiniCA  # the test CA: cryptography only
+    from tests.pki import MiniCA  # the test CA: cryptography only
 
     from certd.runtime import eventloop
 

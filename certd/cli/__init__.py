@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "certd.cli.fleet",
     "certd.cli.doctor",
     "certd.cli.chargers",
+    "certd.cli.charger_ca",
+    "certd.cli.nodes",
     "certd.cli.serve",
     "certd.cli.demo",
 ]

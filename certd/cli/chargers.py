@@ -1,4 +1,5 @@
 """`certd chargers list|add|remove|set-password|approve|enable|disable`: the charger registry.
+(`certs|renew-cert|revoke-cert|cert-kit`, the client certificates: certd/cli/charger_certs.py.)
 
 Passwords are stored as argon2id hashes. A generated password is printed once
 and never again; certd cannot show it later.
@@ -44,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         cmd = sub.add_parser(action, help=help_text)
         cmd.add_argument("charger_id", metavar="ID")
         cmd.set_defaults(func=_set_flag, flag_action=action)
+
+    from certd.cli.charger_certs import register_actions
+
+    register_actions(sub)
 
 
 def _password_options(parser: argparse.ArgumentParser) -> None:

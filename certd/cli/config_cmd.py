@@ -27,7 +27,9 @@ def _check(args: argparse.Namespace) -> int:
     from certd.trust.track import covered_names
 
     config = context.load(args)
-    open_dns(config)  # a registered [dns] provider whose secrets are readable (cloudflare: its tokens)
+    dns = open_dns(config)  # a registered [dns] provider whose secrets are readable (cloudflare: its tokens)
+    if config.dns.provider == "cloudflare" and config.cloudflare.discovering_accounts() > 1:
+        dns.accounts()  # ConfigError naming both tokens when two of them list one zone
     if config.acme.eab:
         read_secret(env=config.acme.eab.hmac_key_env, file=config.acme.eab.hmac_key_file,
                     what="ACME EAB HMAC key")
@@ -39,6 +41,13 @@ def _check(args: argparse.Namespace) -> int:
         for key, path in registry.files().items():
             if not Path(path).is_file():
                 errors.append(f"trust.registries[{index}].{key}: {path} does not exist")
+    if config.mqtt.active:
+        for key, path in config.mqtt.files().items():
+            if not Path(path).is_file():
+                errors.append(f"mqtt.{key}: {path} does not exist")
+        if config.mqtt.password_env or config.mqtt.password_file:
+            read_secret(env=config.mqtt.password_env, file=config.mqtt.password_file,
+                        what="MQTT password (mqtt.password_env or mqtt.password_file)")
     for index, root in enumerate(config.ocpp.trust_roots):
         if not Path(root).exists():
             errors.append(f"ocpp.trust_roots[{index}]: {root} does not exist")

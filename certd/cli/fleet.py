@@ -13,7 +13,7 @@ import json
 from certd.cli import context
 
 # Modules adding more `certd fleet ...` actions: each defines register_fleet(subparsers).
-FLEET_ACTION_MODULES: list[str] = ["certd.cli.fleet_status"]
+FLEET_ACTION_MODULES: list[str] = ["certd.cli.fleet_status", "certd.cli.fleet_devices"]
 
 EXIT_NOT_DELIVERED = 1
 

@@ -96,11 +96,12 @@ def _issue_names(args: argparse.Namespace, config: Config, cert_cfgs: list[Certi
     def run(cert_cfg: CertificateConfig) -> tuple[str, pipeline.RenewalResult | CertdError | str]:
         name = cert_cfg.name
         try:
-            with leases.held(engine, leases.certificate_lease(name), "certd issue"):
+            with leases.held(engine, leases.certificate_lease(name), "certd issue") as lease:
                 skip = not_due(cert_cfg)  # a daemon may have renewed it a moment ago
                 if skip:
                     return name, skip
-                return name, pipeline.issue_and_deploy(config, engine, name, dns=dns, key=keys[name])
+                return name, pipeline.issue_and_deploy(config, engine, name, dns=dns, key=keys[name],
+                                                       fence=lease.fence)
         except CertdError as exc:
             return name, exc
 

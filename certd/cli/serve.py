@@ -84,14 +84,19 @@ def _serve_as_worker(args: argparse.Namespace, config) -> int:  # type: ignore[n
     """One of `certd run`'s OCPP workers: the supervisor upgraded the store and runs the scheduler."""
     import logging
 
+    import os
+
     from certd.config import resolve_config_path
+    from certd.config.node import NODE_NAME_ENV, node_name
     from certd.runtime import eventloop
     from certd.runtime.worker import Worker, tag_log_lines
     from certd.runtime.workers import parse_ports, worker_node_name
 
     if not args.verbose:  # as `certd run` does: the config's level unless -v/-vv
         logging.getLogger().setLevel(config.log_level.upper())
-    tag_log_lines(worker_node_name(config, args.worker))
+    if NODE_NAME_ENV not in os.environ:  # started by hand, not by `certd run`
+        os.environ[NODE_NAME_ENV] = worker_node_name(config, args.worker)
+    tag_log_lines(node_name(config))
     worker = Worker(resolve_config_path(args.config), config, args.worker,
                     parse_ports(args.worker_ports), args.supervisor_fd)
     return eventloop.run(worker.run())

@@ -38,8 +38,12 @@ def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-
     from certd.store.renewal import RenewalState
     from certd.store.types import utcnow
 
+    from certd.runtime.cluster import deploy_summary
+    from certd.store import deploy_state
+
     now = now or utcnow()
     rows = []
+    per_node = deploy_summary(deploy_state.all_rows(engine))
     with session_scope(engine) as session:
         for cert_cfg in config.certificates:
             managed = session.get(ManagedCertificate, cert_cfg.name)
@@ -89,6 +93,8 @@ def collect(config, engine, now=None) -> list[dict]:  # type: ignore[no-untyped-
                 # A certd process is looking at or renewing it right now (certd.store.leases).
                 "in_progress": {"by": lease.purpose, "on": lease.holder, "since": _iso(lease.acquired_at)}
                 if lease is not None and working else None,
+                # Per node: the issuance its own files and its listeners carry (certd.store.deploy_state).
+                "nodes": per_node.get(cert_cfg.name, {}),
             })
     return rows
 
@@ -101,6 +107,11 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(render_table(rows, color=sys.stdout.isatty()))
+    from certd.mqtt.status import mqtt_status
+
+    mqtt = mqtt_status(config, engine)  # the daemon's broker connection, as it last wrote it
+    if mqtt is not None:
+        print(mqtt.line())
     return 0
 
 
@@ -144,6 +155,10 @@ def render_table(rows: list[dict], color: bool = False) -> str:  # type: ignore[
         if r["in_progress"]:
             work = r["in_progress"]
             details.append(f"  {r['name']}: in progress: {work['by']} on {work['on']} since {_short(work['since'])}")
+        if len(r["nodes"]) > 1:  # several nodes: which issuance each one's files and listeners carry
+            details.append(f"  {r['name']}: " + "; ".join(
+                f"node {node} files #{n['files']}" + "".join(f", {label} #{i}" for label, i in n["listeners"].items())
+                for node, n in sorted(r["nodes"].items())))
         if r["ari_window_start"]:
             details.append(f"  {r['name']}: CA's ARI window {_short(r['ari_window_start'])} – "
                            f"{_short(r['ari_window_end'])}")

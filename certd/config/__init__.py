@@ -20,10 +20,12 @@ from certd.config.daemon import DaemonConfig
 from certd.config.cloudflare import CloudflareConfig
 from certd.config.dns import DnsConfig
 from certd.config.hosts import DnsRecordsConfig, HostList
+from certd.config.mqtt import HomeAssistantConfig, MqttConfig, mqtt_reference_errors
+from certd.config.node import NodeConfig
 from certd.config.ocpp import OcppConfig
 from certd.config.rollover import RolloverConfig
 from certd.config.store import StoreConfig
-from certd.config.trust import TrustConfig
+from certd.config.trust import MqttRegistryConfig, TrustConfig
 from certd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/certd/certd.toml"
@@ -52,6 +54,9 @@ class Config(Section):
     trust: TrustConfig = TrustConfig()  # fleet CA bundles + registries, see certd/config/trust.py
     rollover: RolloverConfig = RolloverConfig()  # CA roots onto chargers over OCPP, see certd/config/rollover.py
     daemon: DaemonConfig = DaemonConfig()  # `certd run` pacing + notify hook, see certd/config/daemon.py
+    mqtt: MqttConfig = MqttConfig()  # broker connection, see certd/config/mqtt.py
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()  # MQTT discovery, see certd/config/mqtt.py
+    node: NodeConfig = NodeConfig()  # this node among several on one PostgreSQL, see certd/config/node.py
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -59,6 +64,16 @@ class Config(Section):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"certificate names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_references(self) -> "Config":
+        errors = mqtt_reference_errors(self.mqtt, self.homeassistant, self.trust.registries)
+        if errors:
+            raise ValueError("; ".join(errors))
+        for registry in self.trust.registries:  # a delivery outside the daemon connects with [mqtt]
+            if isinstance(registry, MqttRegistryConfig):
+                registry.attach_broker(self.mqtt)
         return self
 
     @property
@@ -74,6 +89,10 @@ class Config(Section):
             names.add(self.acme.eab.hmac_key_env)
         for registry in self.trust.registries:
             names.update(source.env for source in registry.secret_sources() if source.env)
+        if self.ocpp.charger_ca is not None:
+            names.update(self.ocpp.charger_ca.secret_env_names())
+        if self.mqtt.password_env:
+            names.add(self.mqtt.password_env)
         return tuple(sorted(names))
 
     def certificate(self, name: str) -> CertificateConfig:

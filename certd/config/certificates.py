@@ -1,4 +1,18 @@
-"""The `[[certificates]]` tables: names to cover, key type, where files go, what runs after."""
+"""The `[[certificates]]` tables: names to cover, key type, where files go, what runs after,
+and where each name's DNS-01 challenge record goes when its own zone is not editable.
+
+    [[certificates]]
+    name = "home"
+    domains = ["home.example.org", "www.example.org"]
+    challenge_alias = "acme.example.net"   # every name: TXT at _acme-challenge.acme.example.net
+    # domain_alias = "_acme.example.net"   # or: TXT at exactly this name
+    # zone = "example.net" / zone_id = "..." # the zone receiving the TXT (zone_id: no Zone:Read needed)
+    [certificates.names."www.example.org"] # this name's own settings (replace the four above)
+    zone_id = "0123456789abcdef0123456789abcdef"
+
+Without any of these, certd follows a CNAME at `_acme-challenge.<name>` (asking the
+name's authoritative nameservers) and writes the TXT where it ends.
+"""
 
 import ipaddress
 import re
@@ -11,6 +25,9 @@ from certd.config.acme import KeyType
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_RECORD_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+# A zone id goes into API paths: anything but letters, digits, '-' and '_' is a typo.
+_ZONE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def normalize_domain(value: str) -> str:
@@ -32,6 +49,29 @@ def normalize_domain(value: str) -> str:
     if len(name) > 253:
         raise ValueError(f"{value!r} is longer than 253 characters")
     return name
+
+
+def check_record_name(value: str) -> str:
+    """A DNS record name such as `_acme.alias.example.net` (underscores allowed, no wildcard)."""
+    name = value.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if len(labels) < 2 or not all(_RECORD_LABEL.match(label) for label in labels) or len(name) > 253:
+        raise ValueError(f"{value!r} is not a DNS name (letters, digits, '-', '_'; no wildcard)")
+    return name
+
+
+def check_zone_name(value: str) -> str:
+    name = normalize_domain(value)
+    if name.startswith("*."):
+        raise ValueError(f"{value!r}: a zone name has no wildcard")
+    return name
+
+
+def check_zone_id(value: str) -> str:
+    value = value.strip()
+    if not _ZONE_ID.match(value):
+        raise ValueError(f"{value!r} is not a zone id (the 32-character id on the zone's Overview page)")
+    return value
 
 
 def _parse_mode(value: object) -> int:
@@ -77,7 +117,33 @@ class TargetConfig(Section):
         return {kind: path for kind, path in kinds.items() if path}
 
 
-class CertificateConfig(Section):
+class ChallengeConfig(Section):
+    """Where a name's challenge TXT goes (acme.sh's --challenge-alias / --domain-alias) and in
+    which zone; all unset: follow the CNAME at `_acme-challenge.<name>`, if there is one."""
+
+    challenge_alias: str | None = None  # TXT at _acme-challenge.<challenge_alias>
+    domain_alias: str | None = None  # TXT at exactly this name
+    zone: str | None = None  # the zone receiving the TXT, by name
+    zone_id: str | None = None  # ... by id: works with a token that cannot list zones
+
+    _names = field_validator("challenge_alias", "domain_alias")(
+        lambda cls, v: None if v is None else check_record_name(v))
+    _zone = field_validator("zone")(lambda cls, v: None if v is None else check_zone_name(v))
+    _zone_id = field_validator("zone_id")(lambda cls, v: None if v is None else check_zone_id(v))
+
+    @model_validator(mode="after")
+    def _one_alias(self) -> "ChallengeConfig":
+        if self.challenge_alias and self.domain_alias:
+            raise ValueError("set challenge_alias or domain_alias, not both")
+        return self
+
+    def challenge_only(self) -> "ChallengeConfig":
+        """Just the four challenge settings (a certificate's, for all its names)."""
+        return ChallengeConfig(challenge_alias=self.challenge_alias, domain_alias=self.domain_alias,
+                               zone=self.zone, zone_id=self.zone_id)
+
+
+class CertificateConfig(ChallengeConfig):
     name: str
     domains: Annotated[list[str], Field(min_length=1, max_length=100)]
     key_type: KeyType = "rsa2048"
@@ -89,6 +155,9 @@ class CertificateConfig(Section):
     targets: list[TargetConfig] = []
     deploy_hooks: list[str] = []
     hook_timeout: Annotated[float, Field(gt=0)] = 60.0
+    # Per-name challenge settings (`[certificates.names."www.example.com"]`): replace the
+    # certificate's challenge_alias/domain_alias/zone/zone_id for that name.
+    names: Annotated[dict[str, ChallengeConfig], Field(max_length=100)] = {}
 
     @field_validator("name")
     @classmethod
@@ -107,3 +176,28 @@ class CertificateConfig(Section):
         if duplicates:
             raise ValueError(f"listed twice: {', '.join(duplicates)}")
         return names
+
+    @model_validator(mode="after")
+    def _names_are_domains(self) -> "CertificateConfig":
+        for key in self.names:
+            if normalize_domain(key) not in self.domains:
+                raise ValueError(f"names.{key!r}: not in this certificate's domains "
+                                 f"({', '.join(self.domains)})")
+        normalized = {normalize_domain(k): v for k, v in self.names.items()}
+        for domain in self.domains:
+            twin = domain.removeprefix("*.") if domain.startswith("*.") else "*." + domain
+            if twin in self.domains and self._own_settings(domain, normalized) != self._own_settings(
+                    twin, normalized):
+                raise ValueError(f"{domain} and {twin} share one challenge record "
+                                 f"(_acme-challenge.{domain.removeprefix('*.')}): give them the same settings")
+        return self
+
+    def _own_settings(self, domain: str, names: dict[str, ChallengeConfig]) -> ChallengeConfig:
+        return names.get(domain) or self.challenge_only()
+
+    def challenge_settings(self, domain: str) -> ChallengeConfig:
+        """The settings for `domain`'s challenge: its own table (or its wildcard twin's), else the
+        certificate's."""
+        names = {normalize_domain(k): v for k, v in self.names.items()}
+        base = domain.removeprefix("*.")
+        return names.get(domain) or names.get(base) or names.get("*." + base) or self.challenge_only()

@@ -15,6 +15,8 @@ address source, and how often certd reconciles them.
     adopt = false                    # take over an identical existing record
     keep = false                     # leave the record in Cloudflare when this host is removed
     allow_public = false             # a public address is intended: no "leaves the LAN" warning
+    # zone = "example.com"           # the zone holding the record (default: the longest zone found)
+    # zone_id = "0123..."            # ... by id: works with a token that cannot list zones (no Zone:Read)
 
     [dns_records]
     interval = 300                   # seconds between reconciliations in the daemon
@@ -32,7 +34,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from certd.config._base import Section
-from certd.config.certificates import normalize_domain
+from certd.config.certificates import check_zone_id, check_zone_name, normalize_domain
 
 AUTO_INTERFACE = "auto"
 # Cloudflare's own ownership of a record is nothing more than this text in its comment.
@@ -95,6 +97,13 @@ class HostConfig(Section):
     # The address is meant to be public (e.g. a cloud OCPP server that GSM chargers reach over
     # the Internet): no "traffic leaves the LAN" warning.
     allow_public: bool = False
+    # The zone holding the record, when the longest-suffix lookup (which needs Zone:Read) should
+    # not decide: by name, or by id (then a token with only DNS:Edit on that zone is enough).
+    zone: str | None = None
+    zone_id: str | None = None
+
+    _zone = field_validator("zone")(lambda cls, v: None if v is None else check_zone_name(v))
+    _zone_id = field_validator("zone_id")(lambda cls, v: None if v is None else check_zone_id(v))
 
     @field_validator("name")
     @classmethod

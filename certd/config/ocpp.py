@@ -4,6 +4,11 @@ A listener serves one or more certificates from `[[certificates]]` (by name; an
 RSA and an ECDSA one for the same names may be served together) or PEM files
 written by another tool, with a TLS profile (`gsm`: TLS 1.2 with the four
 ciphers cellular modules speak; `modern`: TLS 1.2 + 1.3).
+
+Security profiles (OCPP): 1 = Basic auth over plain ws:// (`insecure = true`), 2 = Basic auth
+over TLS (the default), 3 = TLS with a client certificate and no password: verified against
+the charger CA (`[ocpp.charger_ca]`, see certd/config/charger_ca.py) and the listener's
+`client_ca_files` (manufacturer CAs of factory-installed charger certificates).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from certd.config._base import Section
 from certd.config.certificates import normalize_domain
+from certd.config.charger_ca import ChargerCaConfig
 
 TlsProfileName = Literal["gsm", "modern"]
 UnknownChargerPolicy = Literal["reject", "register", "accept"]
@@ -52,6 +58,11 @@ class ListenerConfig(Section):
     ]
     # Security profile 1 (Basic auth over plain ws://): only on trusted networks.
     insecure: bool = False
+    # 1 (needs insecure = true), 2 (password over TLS) or 3 (client certificate over TLS).
+    # Default: 1 when insecure, else 2.
+    security_profile: Literal[1, 2, 3] | None = None
+    # Profile 3: PEM files of manufacturer CAs whose charger certificates are accepted too.
+    client_ca_files: Annotated[list[str], Field(max_length=16)] = []
 
     @field_validator("host")
     @classmethod
@@ -88,11 +99,24 @@ class ListenerConfig(Section):
             )
         if len(set(self.certificates)) != len(self.certificates):
             raise ValueError("certificates: a name is listed twice")
+        if self.security_profile == 1 and not self.insecure:
+            raise ValueError("security_profile = 1 is plain ws://: set insecure = true (or use 2)")
+        if self.insecure and self.security_profile not in (None, 1):
+            raise ValueError(f"insecure = true is security profile 1, not {self.security_profile}")
+        if self.client_ca_files and self.profile != 3:
+            raise ValueError("client_ca_files apply to security_profile = 3 listeners only")
         return self
 
     @property
     def label(self) -> str:
         return self.name or f"{self.host}:{self.port}"
+
+    @property
+    def profile(self) -> int:
+        """The OCPP security profile this listener serves."""
+        if self.security_profile is not None:
+            return self.security_profile
+        return 1 if self.insecure else 2
 
 
 class OcppConfig(Section):
@@ -130,6 +154,8 @@ class OcppConfig(Section):
     # kernel spreads new connections: SO_REUSEPORT); 1 = in the daemon's own process. With
     # more, a supervisor runs the renewals and restarts a worker that dies. About one per core.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # certd as the chargers' CA (security profile 3); see certd/config/charger_ca.py.
+    charger_ca: ChargerCaConfig | None = None
 
     @field_validator("heartbeat_classes")
     @classmethod
@@ -159,6 +185,11 @@ class OcppConfig(Section):
                         f"listeners[{index}]: {address} port {listener.port} is used by two listeners"
                     )
                 seen.add(key)
+            if listener.profile == 3 and self.charger_ca is None and not listener.client_ca_files:
+                raise ValueError(
+                    f"listeners[{index}]: security_profile = 3 verifies client certificates: "
+                    "configure [ocpp.charger_ca] or list manufacturer CAs in client_ca_files"
+                )
         return self
 
 

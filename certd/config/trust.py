@@ -4,7 +4,7 @@
 [trust.anchor_sets]
 default = "system"                 # "system", "certifi", or a PEM file / directory
 [[trust.bundles]]                  # one bundle per fleet
-[[trust.registries]]               # where new bundle versions are pushed (kind = "http")
+[[trust.registries]]               # where new bundle versions are pushed (kind = "http" or "mqtt")
 ```
 Secrets (registry auth header value, HMAC secret) come from env vars or files,
 never from this file.
@@ -23,10 +23,11 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic import Field, PlainValidator, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from certd.config._base import Section
+from certd.config.mqtt import MqttConfig, check_topic
 
 Flavour = Literal["roots", "full"]
 
@@ -215,6 +216,44 @@ class HttpRegistryConfig(RegistryConfig):
         return {"ca_file": self.ca_file} if self.ca_file else {}
 
 
+class MqttRegistryConfig(RegistryConfig):
+    """`kind = "mqtt"`: every new bundle version published retained, QoS 1, on
+    `<topic_prefix>/bundles/<bundle>/<flavour>`; devices acknowledge on
+    `<topic_prefix>/acks/<bundle>/<device_id>` (certd.mqtt.push, certd.mqtt.acks)."""
+
+    kind: Literal["mqtt"] = "mqtt"
+    topic_prefix: str = "certd/fleet"
+    hmac_secret_env: str | None = None
+    hmac_secret_file: str | None = None
+    # Where the HMAC goes: a JSON envelope around the body (MQTT 3.1.1 and 5), or the body as
+    # the payload with the signature as an MQTT 5 user property.
+    signature: Literal["envelope", "user_property"] = "envelope"
+    # A device that has not acknowledged a version this many seconds after it was published is silent.
+    silent_after: Annotated[float, Field(gt=0, le=365 * 86400)] = 86400.0
+    # The [mqtt] section, attached by certd.config.Config (a delivery outside the daemon connects itself).
+    _broker: MqttConfig | None = PrivateAttr(default=None)
+
+    _prefix = field_validator("topic_prefix")(lambda cls, v: check_topic(v, "topic_prefix"))
+
+    @model_validator(mode="after")
+    def _secret_sources(self) -> "MqttRegistryConfig":
+        if self.hmac_secret_env and self.hmac_secret_file:
+            raise ValueError("set hmac_secret_env or hmac_secret_file, not both")
+        if not (self.hmac_secret_env or self.hmac_secret_file):
+            raise ValueError("a registry needs hmac_secret_env or hmac_secret_file (bodies are signed)")
+        return self
+
+    @property
+    def broker(self) -> MqttConfig | None:
+        return self._broker
+
+    def attach_broker(self, mqtt: MqttConfig) -> None:
+        self._broker = mqtt
+
+    def secret_sources(self) -> tuple[SecretSource, ...]:
+        return (SecretSource(self.hmac_secret_env, self.hmac_secret_file, f"HMAC secret of registry {self.name}"),)
+
+
 @dataclass(frozen=True)
 class RegistryKind:
     """One kind of fleet registry: its config model and its push target factory.
@@ -230,6 +269,7 @@ class RegistryKind:
 # Registry kind (`kind = "..."` in [[trust.registries]]) -> its config model and push target.
 REGISTRY_KINDS: dict[str, RegistryKind] = {
     "http": RegistryKind(HttpRegistryConfig, "certd.trust.http_registry:HttpRegistryTarget"),
+    "mqtt": RegistryKind(MqttRegistryConfig, "certd.mqtt.push:MqttRegistryTarget"),
 }
 
 

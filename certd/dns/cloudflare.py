@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudflare
 
-from certd.dns.provider import DnsRecord, Zone, longest_zone, normalize_name, zone_covers
+from certd.dns.provider import AccountZones, DnsRecord, Zone, longest_zone, normalize_name, zone_covers
 from certd.errors import DNSProviderError
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ T = TypeVar("T")
 
 # Cloudflare error codes that mean "an identical record is already there".
 _IDENTICAL_RECORD_CODES = {81057, 81058}
+# 6003 "Invalid request headers" (with 6111 "Invalid format for Authorization header"): what
+# Cloudflare answers when the credential is not an API token at all (certbot#8733, lego#1021).
+_NOT_A_TOKEN_CODES = {6003, 6111}
+_AUTHENTICATION_ERROR = 10000  # a valid token without the permission, or outside its zone scope
 
 
 def _record_from_sdk(zone: Zone, rec: Any) -> DnsRecord:
@@ -51,8 +55,22 @@ def _error_codes(exc: cloudflare.APIStatusError) -> list[int]:
 
 def _error_text(exc: cloudflare.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
-    parts = [f"{e.get('code')}: {e.get('message')}" for e in body.get("errors") or [] if isinstance(e, dict)]
+    parts = []
+    for error in body.get("errors") or []:
+        if isinstance(error, dict):
+            parts.append(f"{error.get('code')}: {error.get('message')}")
+            parts += [f"{c.get('code')}: {c.get('message')}" for c in error.get("error_chain") or []
+                      if isinstance(c, dict)]
     return "; ".join(parts) or f"HTTP {exc.status_code}"
+
+
+def _all_codes(exc: cloudflare.APIStatusError) -> set[int]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    codes = set(_error_codes(exc))
+    for error in body.get("errors") or []:
+        if isinstance(error, dict):
+            codes.update(int(c.get("code", 0)) for c in error.get("error_chain") or [] if isinstance(c, dict))
+    return codes
 
 
 class _TokenOnlyCloudflare(cloudflare.Cloudflare):
@@ -73,13 +91,20 @@ class _TokenOnlyCloudflare(cloudflare.Cloudflare):
 
 
 class CloudflareDNS:
-    """Zones and DNS records through a scoped API token (optionally a separate zone-read token)."""
+    """Zones and DNS records through a scoped API token (optionally a separate zone-read token).
+
+    `source` says where the token came from ("environment variable CF_TOKEN", "file ..."):
+    errors name it, so a user with several tokens knows which one to fix.
+    """
 
     def __init__(
         self, api_token: str, *, zone_token: str | None = None, base_url: str | None = None,
         max_retries: int = 4, timeout: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = time.sleep, source: str = "the configured token source",
+        zone_source: str | None = None,
     ) -> None:
+        self.source = source
+        self._zone_source = zone_source or source
         options: dict[str, Any] = {"timeout": timeout}
         if base_url:
             options["base_url"] = base_url
@@ -112,7 +137,7 @@ class CloudflareDNS:
             try:
                 listed = list(self._zone_client.zones.list(per_page=50))
             except cloudflare.APIStatusError as exc:
-                raise self._translate(exc, "list zones", "Zone:Read") from None
+                raise self._translate(exc, "list zones", "Zone:Read", self._zone_source) from None
             except cloudflare.APIConnectionError as exc:
                 raise DNSProviderError(f"Cloudflare API unreachable while listing zones: {exc}") from None
             # A zone without a status (not seen on the real API) is taken as active.
@@ -141,6 +166,21 @@ class CloudflareDNS:
             log.info("Cloudflare: %s goes to zone %s; skipped zone(s) not active: %s",
                      name, best.name, ", ".join(skipped))
         return best
+
+    def accounts(self) -> list[AccountZones]:
+        """This token alone, with the zones it can list (an error instead when it may not)."""
+        try:
+            return [AccountZones(None, self.source, tuple(self.zones()))]
+        except DNSProviderError as exc:
+            return [AccountZones(None, self.source, (), error=str(exc))]
+
+    def check_zone(self, zone_id: str, account: str | None = None) -> str | None:
+        """Whether the token can read records in zone `zone_id` (DNS:Edit implies it)."""
+        try:
+            self.list_records(Zone(id=zone_id, name=f"id {zone_id}"), type="TXT", name=None)
+        except DNSProviderError as exc:
+            return str(exc)
+        return None
 
     # -- records -------------------------------------------------------------
     def list_records(
@@ -248,34 +288,47 @@ class CloudflareDNS:
                 pass
         return min(0.25 * 2 ** (attempt - 1), 8.0) * (0.75 + random.random() / 2)
 
-    @staticmethod
-    def _translate(exc: cloudflare.APIStatusError, what: str, permission: str) -> DNSProviderError:
+    def _translate(self, exc: cloudflare.APIStatusError, what: str, permission: str,
+                   source: str | None = None) -> DNSProviderError:
+        """Cloudflare's answer as a message naming the token's source (never its value) and the fix."""
         detail = _error_text(exc)
+        token = f"the API token in {source or self.source}"
+        codes = _all_codes(exc)
+        if codes & _NOT_A_TOKEN_CODES:
+            return DNSProviderError(
+                f"Cloudflare could not read {token} as an API token while trying to {what} ({detail}): "
+                "it is another kind of credential (a Global API Key or an Origin CA key does not go "
+                "here) or holds stray characters; create an API token (My Profile > API Tokens) with "
+                f"DNS:Edit on the zone and put it there"
+            )
         if exc.status_code == 401:
             return DNSProviderError(
-                f"Cloudflare rejected the API token while trying to {what} ({detail}): "
+                f"Cloudflare rejected {token} while trying to {what} ({detail}): "
                 "the token is invalid, expired or revoked"
             )
-        if exc.status_code == 403:
+        if exc.status_code == 403 or _AUTHENTICATION_ERROR in codes:
             return DNSProviderError(
-                f"Cloudflare denied {what} ({detail}): the API token lacks {permission} "
-                "permission on this zone"
+                f"Cloudflare denied {what} ({detail}): {token} lacks {permission} "
+                "permission on this zone, or the zone is outside the token's zone scope"
             )
         if exc.status_code == 404:
             return DNSProviderError(
-                f"Cloudflare could not find the target of {what} ({detail}): the token may lack "
+                f"Cloudflare could not find the target of {what} ({detail}): {token} may lack "
                 f"Zone:Read or {permission} on this zone"
             )
         return DNSProviderError(f"Cloudflare failed to {what}: HTTP {exc.status_code} ({detail})")
 
 
 def from_config(cf: "CloudflareConfig") -> CloudflareDNS:
-    """Build the adapter from the `[cloudflare]` section, reading tokens from env or files."""
+    """The adapter for the top-level `[cloudflare]` token, read from its env var or file."""
+    from certd.config.cloudflare import token_source
     from certd.secrets import read_secret
 
     token = read_secret(env=cf.token_env, file=cf.api_token_file, what="Cloudflare API token")
     zone_token = read_secret(env=cf.zone_token_env, file=cf.zone_token_file,
                              what="Cloudflare zone-read token", required=False)
     assert token is not None
+    zone_source = token_source(cf.zone_token_env, cf.zone_token_file) if zone_token else None
     return CloudflareDNS(token, zone_token=zone_token, base_url=cf.base_url,
-                         max_retries=cf.max_retries, timeout=cf.timeout)
+                         max_retries=cf.max_retries, timeout=cf.timeout, source=cf.token_source,
+                         zone_source=zone_source)

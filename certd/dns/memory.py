@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from certd.dns.provider import DnsRecord, Zone, longest_zone, normalize_name, zone_covers
+from certd.dns.provider import AccountZones, DnsRecord, Zone, longest_zone, normalize_name, zone_covers
 from certd.errors import DNSProviderError
 
 if TYPE_CHECKING:
@@ -121,6 +121,13 @@ class MemoryDNS:
                 return False
             del self._records[record_id]
             return True
+
+    def accounts(self) -> list[AccountZones]:
+        return [AccountZones(None, "the in-memory DNS provider", tuple(self.zones()))]
+
+    def check_zone(self, zone_id: str, account: str | None = None) -> str | None:
+        with self._lock:
+            return None if zone_id in self._zones else f"the in-memory DNS provider has no zone id {zone_id}"
 
     # -- rules -------------------------------------------------------------------
     def _known_zone(self, zone: Zone) -> None:

@@ -17,6 +17,9 @@ from typing import Any, Protocol
 class Zone:
     id: str
     name: str
+    # Which of the provider's credentials serves the zone (`[[cloudflare.accounts]]`); None where
+    # the provider has one credential, or the zone was built from a stored id (routed by id then).
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,26 @@ class DnsRecord:
     ttl: int  # 1 = the provider's automatic TTL
     proxied: bool  # behind the provider's proxy (Cloudflare's orange cloud); False where none
     comment: str | None
+
+
+@dataclass(frozen=True)
+class AccountZones:
+    """One credential of a provider and the zones it serves, as challenge routing needs them."""
+
+    account: str | None  # its label (None: the provider's only credential)
+    source: str  # where its secret comes from, for messages ("environment variable CF_TOKEN"); never the value
+    zones: tuple[Zone, ...]  # the zones it claims: listed in config, or the ones it may list
+    error: str | None = None  # why its zones could not be listed (then `zones` holds only listed ones)
+
+    def describe(self) -> str:
+        """'the token in <source> (zones a, b)': what a routing error tells the user about it."""
+        who = f"account {self.account!r}: the token in {self.source}" if self.account \
+            else f"the token in {self.source}"
+        if self.error:
+            return f"{who} could not list its zones ({self.error})"
+        if not self.zones:
+            return f"{who} sees no zone (without Zone:Read a token lists none)"
+        return f"{who} serves {', '.join(z.name for z in self.zones)}"
 
 
 class DnsProvider(Protocol):
@@ -58,6 +81,16 @@ class DnsProvider(Protocol):
 
     def delete_record(self, zone: Zone, record_id: str) -> bool:
         """Delete; False when it was already gone (a retried delete is not an error)."""
+        ...
+
+    def accounts(self) -> list[AccountZones]:
+        """Each credential and the zones it serves (listing them where it may): what decides,
+        before an order, which zone and credential a challenge record goes to."""
+        ...
+
+    def check_zone(self, zone_id: str, account: str | None) -> str | None:
+        """None when `account`'s credential can use the zone with this id (read its records);
+        else why not, naming the credential's source and the missing permission."""
         ...
 
 

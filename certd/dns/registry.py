@@ -23,9 +23,9 @@ ProviderFactory = Callable[["Config"], "DnsProvider"]
 
 
 def _cloudflare(config: "Config") -> "DnsProvider":
-    from certd.dns.cloudflare import from_config
+    from certd.dns.accounts import open_cloudflare
 
-    return from_config(config.cloudflare)
+    return open_cloudflare(config.cloudflare)
 
 
 def _memory(config: "Config") -> "DnsProvider":

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from certd.dns.addresses import InterfaceSnapshot, resolve_hosts
+from certd.dns.challenge_plan import explicit_zone
 from certd.dns.provider import DnsProvider, DnsRecord, Zone
 from certd.dns.records import Action, DesiredHost, OwnedRecord, Plan, plan
 from certd.errors import CertdError
@@ -86,7 +87,11 @@ def _desired_hosts(config: "Config", adapter: DnsProvider,
         errors = dict(resolved.errors)
         zone = None
         try:
-            zone = adapter.find_zone(host.name)
+            if host.zone or host.zone_id:
+                zone = explicit_zone(adapter, host.name, zone=host.zone, zone_id=host.zone_id,
+                                     nameservers=config.dns.nameservers)
+            else:
+                zone = adapter.find_zone(host.name)
         except CertdError as exc:
             errors["*"] = str(exc)
         desired.append(DesiredHost(

@@ -118,6 +118,7 @@ def run_doctor(
     record_addresses = [r.content for r in view.records if r.type in ("A", "AAAA")] if view and not view.error \
         else list(resolution.addresses)
     checks.append(dns_checks.evaluate_rebind(host, resolution, record_addresses))
+    checks.extend(dns_checks.challenge_checks(config, host, dns_api))
 
     # TLS
     address = connect or (resolution.addresses[0] if resolution.addresses else None)

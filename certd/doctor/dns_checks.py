@@ -1,9 +1,11 @@
 """DNS checks: the name resolves, its Cloudflare record is DNS only and points where config says,
-and the local resolver does not drop private answers (DNS-rebind protection)."""
+the local resolver does not drop private answers (DNS-rebind protection), and each name's
+`_acme-challenge` leads to where certd will write its TXT record."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,12 @@ from certd.doctor.base import FAIL, PASS, WARN, Check
 
 if TYPE_CHECKING:
     from certd.config import Config
-    from certd.dns.provider import DnsProvider
+    from certd.config.certificates import ChallengeConfig
+    from certd.dns.delegation import CnameChain
+    from certd.dns.provider import AccountZones, DnsProvider
+
+CHALLENGE_FIX = ("add the CNAME the message names at the name's DNS host, or fix the certificate's "
+                 "challenge_alias/domain_alias/zone/zone_id (README: Names whose DNS is not on Cloudflare)")
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,59 @@ def expected_addresses(config: "Config", host: str) -> list[str] | None:
     return None
 
 
+def challenge_checks(config: "Config", host: str, dns_api: "DnsProvider | None") -> list[Check]:
+    """One check per challenge name of each certificate covering `host`: the CNAME chain its
+    authoritative nameservers serve, and whether certd can write at its end."""
+    from certd.dns.challenge_plan import observe_all, probe_zone_ids, settings_by_challenge
+    from certd.errors import CertdError
+
+    from certd.doctor.names import covers
+
+    certs = [c for c in config.certificates if any(covers(d, host) for d in c.domains)]
+    wanted = {name: pair for cert in certs for name, pair in settings_by_challenge(cert).items()}
+    if not wanted:
+        return []
+    chains = observe_all(wanted, config.dns.nameservers)
+    accounts: list[AccountZones] | None = None
+    usable: list[tuple[str | None, str]] = []
+    denied: list[tuple[str | None, str, str]] = []
+    if dns_api is not None:
+        try:
+            accounts = dns_api.accounts()
+            usable, denied = probe_zone_ids(dns_api, accounts,
+                                            (s.zone_id for _, s in wanted.values() if s.zone_id))
+        except CertdError as exc:
+            return [Check("dns-acme-challenge", FAIL, f"cannot tell where challenge records go: {exc}",
+                          CHALLENGE_FIX)]
+    return [evaluate_challenge(domain, settings, chains[name], accounts, usable, denied)
+            for name, (domain, settings) in wanted.items()]
+
+
 # -- decisions (pure) --------------------------------------------------------
+def evaluate_challenge(domain: str, settings: "ChallengeConfig", chain: "CnameChain",
+                       accounts: "list[AccountZones] | None", usable: Sequence[tuple[str | None, str]] = (),
+                       denied: Sequence[tuple[str | None, str, str]] = ()) -> Check:
+    """PASS when the chain leads where certd writes (and a token can write there)."""
+    from certd.dns.delegation import DelegationError, record_name, resolve_challenge
+
+    path = chain.describe() if chain.targets else f"{chain.start} (no CNAME)"
+    try:
+        if accounts is None:
+            record, _ = record_name(domain, settings, chain)
+            return Check("dns-acme-challenge", WARN,
+                         f"{path}: certd would write the TXT at {record}; which zone and token could not "
+                         "be checked (no DNS provider configured)",
+                         "set [cloudflare] api_token_env or api_token_file so doctor can read the zones")
+        target = resolve_challenge(domain, settings, chain, accounts, usable=usable, denied=denied)
+    except DelegationError as exc:
+        return Check("dns-acme-challenge", FAIL, str(exc), CHALLENGE_FIX)
+    status = WARN if target.notes else PASS
+    message = (f"{path}: certd writes the TXT at {target.record_name} in zone {target.zone.name} "
+               f"(token in {target.source})")
+    return Check("dns-acme-challenge", status, message + "".join(f"; {n}" for n in target.notes))
+
+
+
 def evaluate_resolution(host: str, res: Resolution) -> Check:
     if res.addresses:
         return Check("dns-resolves", PASS, f"{host} resolves to {', '.join(res.addresses)} via {res.resolver}")

@@ -11,4 +11,9 @@ session.py     one connected charger, its call handle
 admission.py   who may connect (pure)      auth.py  password hashing, failure limiter
 ids.py         charge point ids from paths charger_registry.py  charger rows in the store
 logsafe.py     charger-supplied text made safe for one log line
+mtls.py        security profile 3: client certificates required, checked, watched (revocations)
+enrollment.py  SignCertificate answered, certificates signed and delivered, the 2 -> 3 move
+charger_certs.py  the charger CA inside the service: renewal triggers, CA reload, the sweep
+group_commit.py   many tasks' store writes in one transaction per batch
+(the charger CA's pure decisions and store work: certd.chargerca)
 """

@@ -2,13 +2,16 @@
 
 | registry row            | reject policy | register / accept policy            |
 |-------------------------|---------------|-------------------------------------|
-| none                    | refuse        | create the row (pending / accepted) |
+| none                    | refuse        | register (row pending / accepted)   |
 | disabled                | refuse        | refuse                              |
 | has a password hash     | check it      | check it                            |
 | no password hash        | refuse        | admit (an offered password is kept) |
 
 Under register/accept the first password a charger presents is stored (trust
-on first use), so a later impostor with the same id must know it.
+on first use), so a later impostor with the same id must know it. A registered
+charger is admitted at once; its row is written in the next batch
+(certd/ocpp/first_contact.py), and until then the registrar's pending record
+stands in for it here.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ into a version-neutral value. Sending and classifying errors is the caller's par
 | GetInstalledCertificateIds     | one type, flat hash data list     | list of types, hash data chains    |
 | GetConfiguration               | configuration keys                | (none: GetVariables)               |
 | GetVariables                   | (none: GetConfiguration)          | component / variable / attribute   |
+| SetVariables                   | (none: ChangeConfiguration)       | component / variable / value       |
+| ChangeConfiguration            | key / value                       | (none: SetVariables)               |
+| CertificateSigned              | certificateChain                  | + certificateType                  |
+| trigger a CSR                  | ExtendedTriggerMessage            | TriggerMessage                     |
+|                                | SignChargePointCertificate        | SignChargingStationCertificate     |
+| SetNetworkProfile              | (none: ChangeConfiguration)       | slot + connection data             |
 """
 
 from __future__ import annotations
@@ -230,3 +236,72 @@ def certificate_store_settings(version: str) -> Request[StoreSettings]:
         return Request(request16.payload, lambda value: _settings_16(request16.read(value)))
     request2x = get_variables(version, [ENTRIES_2X, ROOT_CHECK_2X])
     return Request(request2x.payload, lambda value: _settings_2x(request2x.read(value)))
+
+
+# -- charger certificates: CertificateSigned, the CSR trigger, the move to profile 3 ------------
+
+# An answer that is a status and, on 2.x, an optional statusInfo (same shape as InstallCertificate's).
+StatusAnswer = InstallAnswer
+
+CHARGING_STATION_CERTIFICATE = "ChargingStationCertificate"
+
+
+def certificate_signed(version: str, chain_pem: str) -> Request[StatusAnswer]:
+    """The signed charger certificate, leaf first, then the CA certificates above it."""
+    call = call_module(version)
+    if version == V16:
+        return Request(call.CertificateSigned(certificate_chain=chain_pem), _read_install)
+    return Request(call.CertificateSigned(certificate_chain=chain_pem,
+                                          certificate_type=CHARGING_STATION_CERTIFICATE), _read_install)
+
+
+def trigger_certificate_request(version: str) -> Request[StatusAnswer]:
+    """Ask the charger for a new key and CSR (it answers with SignCertificate)."""
+    call = call_module(version)
+    if version == V16:
+        return Request(call.ExtendedTriggerMessage(requested_message="SignChargePointCertificate"),
+                       _read_install)
+    return Request(call.TriggerMessage(requested_message="SignChargingStationCertificate"), _read_install)
+
+
+def change_configuration(version: str, key: str, value: str) -> Request[StatusAnswer]:
+    """OCPP 1.6 ChangeConfiguration (Accepted / Rejected / RebootRequired / NotSupported)."""
+    if version != V16:
+        raise ValueError(f"ChangeConfiguration is an OCPP 1.6 message, not {version}")
+    return Request(call_module(version).ChangeConfiguration(key=key, value=value), _read_install)
+
+
+NETWORK_PRIORITY_2X = Variable("OCPPCommCtrlr", "NetworkConfigurationPriority")
+
+
+def set_network_profile(version: str, slot: int, csms_url: str, security_profile: int,
+                        interface: str, message_timeout: int) -> Request[StatusAnswer]:
+    """OCPP 2.x SetNetworkProfile: a connection profile in `slot` (JSON over `csms_url`)."""
+    if version == V16:
+        raise ValueError("SetNetworkProfile is an OCPP 2.x message; 1.6 has ChangeConfiguration")
+    data: dict[str, Any] = {"ocpp_transport": "JSON", "ocpp_csms_url": csms_url,
+                            "message_timeout": message_timeout, "security_profile": security_profile,
+                            "ocpp_interface": interface}
+    data["ocpp_version"] = "OCPP20" if version == V201 else "OCPP21"
+    return Request(call_module(version).SetNetworkProfile(configuration_slot=slot, connection_data=data),
+                   _read_install)
+
+
+def _read_set_variables(value: Any) -> dict[Variable, str]:
+    found: dict[Variable, str] = {}
+    for item in getattr(value, "set_variable_result", None) or []:
+        if isinstance(item, dict):
+            variable = Variable(str((item.get("component") or {}).get("name")),
+                                str((item.get("variable") or {}).get("name")),
+                                str(item.get("attribute_type") or "Actual"))
+            found[variable] = str(item.get("attribute_status"))
+    return found
+
+
+def set_variables(version: str, values: Mapping[Variable, str]) -> Request[dict[Variable, str]]:
+    """Variable -> the charger's status for it (Accepted / Rejected / RebootRequired / ...)."""
+    if version == V16:
+        raise ValueError("SetVariables is an OCPP 2.x message; 1.6 has ChangeConfiguration")
+    data = [{"component": {"name": v.component}, "variable": {"name": v.name},
+             "attribute_type": v.attribute_type, "attribute_value": value} for v, value in values.items()]
+    return Request(call_module(version).SetVariables(set_variable_data=data), _read_set_variables)

@@ -9,10 +9,12 @@ chargers heartbeating do not mean 1,000 commits a second.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import select
@@ -32,12 +34,39 @@ audit_log = logging.getLogger("certd.audit")
 __all__ = [
     "REGISTRATION_ACCEPTED", "REGISTRATION_PENDING", "ChargerRecord", "RegistryWriter",
     "lookup", "insert_charger", "remove_charger", "set_password_hash", "list_chargers",
-    "clear_node", "record_audit",
+    "clear_node", "record_audit", "UnwrittenRows", "write_in_thread",
 ]
+
+
+T = TypeVar("T")
 
 
 class ChargerExists(Exception):
     pass
+
+
+# Batch writes run here, not in the loop's default executor: that one's few threads (cpu + 4)
+# serve the handshakes' registry reads and argon2 checks, which a write held for tens of
+# milliseconds (commit, fsync) would queue behind. Store writes are serialized anyway.
+_STORE_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                      thread_name_prefix="certd-store-writer")
+
+
+async def write_in_thread(write: Callable[..., T], *args: Any) -> tuple[asyncio.Future[T], bool]:
+    """Run a store write in the writer thread; wait for its outcome even when cancelled meanwhile.
+
+    A thread cannot be stopped: a batch it may have committed must not be put back and written
+    twice (audit events, first-contact rows). Returns the settled future and whether a
+    cancellation arrived, for the caller to re-raise once the batch is accounted for.
+    """
+    future = asyncio.get_running_loop().run_in_executor(_STORE_WRITER, write, *args)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    return future, cancelled
 
 
 @dataclass(frozen=True)
@@ -159,6 +188,14 @@ def record_audit(
         session.add(ChargerAuditEvent(kind=kind, charger_id=charger_id, address=address, detail=detail))
 
 
+class UnwrittenRows(Protocol):
+    """Charger rows admitted but not yet in the store (certd.ocpp.first_contact)."""
+
+    async def flush(self) -> None: ...
+
+    def pending(self, charger_id: str) -> ChargerRecord | None: ...
+
+
 @dataclass
 class _Pending:
     """Coalesced changes for one charger since the last flush (latest value wins)."""
@@ -200,11 +237,18 @@ class RegistryWriter:
         node: str,
         flush_interval: float = 0.5,
         clock: Callable[[], dt.datetime] = utcnow,
+        first_contact: UnwrittenRows | None = None,
+        write_lock: asyncio.Lock | None = None,
     ) -> None:
         self.engine = engine
         self.node = node
         self.flush_interval = flush_interval
         self.clock = clock
+        # Rows of chargers seen for the first time, written before the updates that need them.
+        self.first_contact = first_contact
+        # Shared with the store's other batch writer, so that neither waits on SQLite's write
+        # lock (its busy handler sleeps in steps of up to 100 ms).
+        self.write_lock = write_lock or asyncio.Lock()
         self._pending: dict[str, _Pending] = {}
         self._audit: list[dict[str, object]] = []
         self._seen_written: dict[str, dt.datetime] = {}
@@ -272,24 +316,37 @@ class RegistryWriter:
 
     async def flush(self) -> None:
         async with self._flush_lock:
+            if self.first_contact is not None:
+                await self.first_contact.flush()
             pending, self._pending = self._pending, {}
+            if self.first_contact is not None:
+                # Rows queued while that write ran are not in the store yet: an update now would
+                # match nothing, so theirs wait for the next flush.
+                for charger_id in [c for c in pending if self.first_contact.pending(c)]:
+                    self._pending[charger_id] = pending.pop(charger_id)
+                    self._wake.set()
             audit, self._audit = self._audit, []
             if not pending and not audit:
                 return
-            try:
-                await asyncio.to_thread(self._write, pending, audit)
-            except BaseException:
+            async with self.write_lock:
+                write, cancelled = await write_in_thread(self._write, pending, audit)
+            error = write.exception()
+            if error is not None:
                 # Put the batch back (newer changes taking precedence) so nothing is lost.
                 for charger_id, entry in pending.items():
                     newer = self._pending.get(charger_id)
                     self._pending[charger_id] = entry if newer is None else entry.merged_with(newer)
                 self._audit[:0] = audit
-                raise
-            for charger_id, entry in pending.items():
-                if entry.last_seen is not None:
-                    self._seen_written[charger_id] = entry.last_seen
-                if entry.connected is False:
-                    self._seen_written.pop(charger_id, None)
+            else:
+                for charger_id, entry in pending.items():
+                    if entry.last_seen is not None:
+                        self._seen_written[charger_id] = entry.last_seen
+                    if entry.connected is False:
+                        self._seen_written.pop(charger_id, None)
+            if cancelled:
+                raise asyncio.CancelledError
+            if error is not None:
+                raise error
 
     def _write(self, pending: dict[str, _Pending], audit: list[dict[str, object]]) -> None:
         """One transaction; rows with the same set of changed columns share one executemany."""

@@ -1,7 +1,8 @@
 """One OCPP listener: websockets server, id from the path, Basic auth, subprotocol choice.
 
 The opening handshake runs `process_request` (path -> id, rate limit, registry
-lookup, password check: any refusal is a bare 401/404/429 before the upgrade),
+lookup, password check -- or on a security profile 3 listener the client certificate's
+check, `certd.ocpp.mtls`: any refusal is a bare 401/403/404/429 before the upgrade),
 then `select_subprotocol` (a charger that offers none is served as OCPP 1.6,
 as OCPP 2.0.1 Part 4 asks, instead of websockets' HTTP 400), then the handler
 runs the version's ChargePoint read loop until the socket closes.
@@ -15,6 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -24,14 +26,20 @@ from websockets.typing import Subprotocol
 
 from certd.config.ocpp import ListenerConfig, OcppConfig
 from certd.errors import CertdError
-from certd.ocpp import admission, auth, charger_registry
+from certd.ocpp import admission, auth, charger_registry, mtls
 from certd.ocpp.connection import OcppConnection, peer_address, ws_log
 from certd.ocpp.frames import Limits
 from certd.ocpp.logsafe import describe_exception, printable
 from certd.ocpp.ids import InvalidChargerId, PathPattern, charger_id_from_path
 from certd.ocpp.charger_registry import ChargerRecord, RegistryWriter
+from certd.ocpp.first_contact import FirstContactRegistrar
 from certd.ocpp.session import ChargerHook, ChargerSession
 from certd.serve.tls import ContextHolder
+from certd.store.types import utcnow
+
+if TYPE_CHECKING:
+    from certd.chargerca.identity import PeerCertificate
+    from certd.ocpp.enrollment import Enrollment
 
 log = logging.getLogger("certd.ocpp")
 
@@ -51,7 +59,9 @@ class Shared:
     limiter: auth.FailureLimiter
     credentials: auth.VerifiedCredentials
     sessions: dict[str, ChargerSession]
+    first_contact: FirstContactRegistrar
     hooks: list[ChargerHook] = field(default_factory=list)  # see OcppService.add_charger_hook
+    enrollment: "Enrollment | None" = None  # SignCertificate handling when certd is the chargers' CA
     # SO_REUSEPORT: several worker processes listen on the same ports (certd.runtime.workers).
     reuse_port: bool = False
 
@@ -61,6 +71,7 @@ class Admitted:
     charger_id: str
     record: ChargerRecord
     address: str | None
+    client_cert: "PeerCertificate | None" = None  # security profile 3
 
 
 # LookedUp.checked_hash when the offered password was checked against auth's dummy hash.
@@ -74,6 +85,7 @@ class LookedUp:
     record: ChargerRecord | None
     checked_hash: str | None = None
     check_ok: bool = False
+    new_hash: str | None = None  # the offered password hashed, for a charger to register
 
 
 class Listener:
@@ -86,6 +98,8 @@ class Listener:
         # Refused frames per reason over all this listener's connections (see session.rejected).
         self.rejections: Counter[str] = Counter()
         self._background: set[asyncio.Task[None]] = set()
+        # Profile 3: whom client certificates may come from (set by the service with each context).
+        self.client_trust: mtls.ClientTrust | None = None
 
     @property
     def label(self) -> str:
@@ -171,14 +185,20 @@ class Listener:
             return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n",
                                 {"Retry-After": str(max(1, int(wait + 0.999)))})
         admitted: Admitted | None = None
+        certificate = self.config.profile == 3
         try:
-            admitted = await self._admit(request, charger_id, address)
+            if certificate:
+                admitted = await self._admit_certificate(connection, charger_id, address)
+            else:
+                admitted = await self._admit(request, charger_id, address)
         finally:  # also when the handshake times out mid-check: that attempt counts as failed
             shared.limiter.end(key, failed=admitted is None)
         if admitted is None:
             if shared.limiter.retry_after(key) is not None:
                 log.warning("client %s reached the failed-login limit; refusing it for %.0f s",
                             address, shared.ocpp.auth_failure_window)
+            if certificate:  # no password to retry with: no WWW-Authenticate
+                return self._refuse(connection, http.HTTPStatus.FORBIDDEN, "Forbidden\n")
             return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n",
                                 {"WWW-Authenticate": WS_AUTHENTICATE})
         assert isinstance(connection, OcppConnection)
@@ -190,11 +210,15 @@ class Listener:
         shared = self.shared
         password = auth.parse_basic_auth(request.headers.get("Authorization"), charger_id)
         looked_up = await asyncio.to_thread(self._lookup_and_check, charger_id, password)
-        record = looked_up.record
+        # An id registered here moments ago may not be in the store yet: its queued row counts.
+        record = looked_up.record or shared.first_contact.pending(charger_id)
         verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
 
-        if isinstance(verdict, admission.Register):
-            record = await asyncio.to_thread(self._register, charger_id, verdict, password, address)
+        if isinstance(verdict, admission.Register):  # queued, written in the next batch: no I/O here
+            record = shared.first_contact.register(charger_id, verdict.registration,
+                                                   looked_up.new_hash, address)
+            if password is not None and record.password_hash == looked_up.new_hash:
+                shared.credentials.remember(charger_id, record.password_hash, password)
             verdict = admission.decide(record, shared.ocpp.unknown_chargers, password is not None)
             if isinstance(verdict, admission.Register):  # cannot happen: the row exists now
                 verdict = admission.Refuse("registration failed")
@@ -213,9 +237,29 @@ class Listener:
             return None
         return Admitted(charger_id, record, address)
 
+    async def _admit_certificate(self, connection: ServerConnection, charger_id: str,
+                                 address: str | None) -> Admitted | None:
+        """Profile 3: the verified client certificate must be this charger's (no password)."""
+        shared = self.shared
+        trust = self.client_trust
+        if trust is None:
+            shared.writer.audit("auth_failed", charger_id, address, "client certificate: no client trust yet")
+            return None
+        result = await asyncio.to_thread(mtls.admit_certificate, shared.engine, shared.ocpp, trust,
+                                         mtls.peer_der(connection), charger_id, utcnow())
+        if not isinstance(result, mtls.CertificateAdmission):
+            shared.writer.audit("auth_failed", charger_id, address, f"client certificate: {result.reason}")
+            return None
+        if result.password_retired:
+            shared.credentials.forget(charger_id)
+            log.info("charger %s connected with its certificate: its password no longer admits it",
+                     charger_id)
+        return Admitted(charger_id, result.record, address, result.peer)
+
     def _lookup_and_check(self, charger_id: str, password: str | None) -> LookedUp:
-        """Registry read and, when the verdict will need it, the argon2 check: one worker-thread
-        trip instead of two (each trip costs a new connection about 0.1 ms of CPU).
+        """Registry read and, when the verdict will need it, the argon2 check (for a charger to
+        register: the hash of its first password): one worker-thread trip instead of two (each
+        trip costs a new connection about 0.1 ms of CPU).
 
         A password offered where there is no hash to check (unknown or disabled id, policy
         refusal) is checked against the dummy hash: the answer takes as long as for a known id.
@@ -228,6 +272,8 @@ class Listener:
             return LookedUp(record)
         if isinstance(verdict, admission.Refuse):
             return LookedUp(record, DUMMY_HASH_CHECKED, auth.verify_dummy(password))
+        if isinstance(verdict, admission.Register):  # trust on first use: store what it offers
+            return LookedUp(record, new_hash=auth.hash_password(password))
         if (not isinstance(verdict, admission.CheckPassword)
                 or self.shared.credentials.matches(charger_id, verdict.password_hash, password)):
             return LookedUp(record)
@@ -253,22 +299,6 @@ class Listener:
         new_hash = auth.hash_password(password)
         charger_registry.set_password_hash(self.shared.engine, charger_id, new_hash)
         self.shared.credentials.remember(charger_id, new_hash, password)
-
-    def _register(self, charger_id: str, verdict: admission.Register, password: str | None,
-                  address: str | None) -> ChargerRecord:
-        ocpp = self.shared.ocpp
-        record = charger_registry.insert_charger(
-            self.shared.engine, charger_id,
-            password_hash=auth.hash_password(password) if password is not None else None,
-            heartbeat_class=ocpp.default_heartbeat_class,
-            registration=verdict.registration,
-            if_absent=True,
-        )
-        charger_registry.record_audit(self.shared.engine, "registered", charger_id, address,
-                              f"unknown charger recorded as {verdict.registration}")
-        log.warning("unknown charger %s from %s recorded as %s", charger_id, address,
-                    verdict.registration)
-        return record
 
     def _store_first_password(self, charger_id: str, password: str) -> ChargerRecord | None:
         charger_registry.set_password_hash(self.shared.engine, charger_id, auth.hash_password(password))
@@ -325,7 +355,8 @@ class Listener:
             address=admitted.address, registration=admitted.record.registration,
             heartbeat_interval=self._heartbeat_interval(admitted.record), writer=shared.writer,
             hooks=shared.hooks, frame_limits=Limits(shared.ocpp.max_message_size),
-            listener_rejections=self.rejections,
+            listener_rejections=self.rejections, client_cert=admitted.client_cert,
+            enrollment=shared.enrollment,
         )
         cp_class = {"ocpp1.6": CentralSystemV16, "ocpp2.0.1": CentralSystemV201,
                     "ocpp2.1": CentralSystemV21}[version]
@@ -342,8 +373,9 @@ class Listener:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         shared.writer.connected(admitted.charger_id, version, admitted.address)
-        log.info("charger %s connected over %s from %s", admitted.charger_id, version,
-                 admitted.address)
+        log.info("charger %s connected over %s from %s%s", admitted.charger_id, version,
+                 admitted.address, f" with certificate serial {admitted.client_cert.serial}"
+                 if admitted.client_cert else "")
         session.notify("connected")
         try:
             await session.charge_point.start()

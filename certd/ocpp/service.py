@@ -11,6 +11,12 @@ Reload triggers: an explicit `reload()`, a periodic store/file check every
 which file version is served), SIGHUP (the caller maps it to `reload()`).
 Material is checked before it is served; on failure the old context stays and
 the reason is logged at error level and returned.
+
+Security profile 3 listeners (`certd.ocpp.mtls`) also verify client certificates: the
+CA certificates they trust are part of their material (a replaced charger CA builds
+new contexts), and a `RevocationWatch` closes connections whose certificate or charger
+was withdrawn. With `[ocpp.charger_ca]`, a `ChargerCertService` signs and renews charger
+certificates (`certd.ocpp.charger_certs`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import datetime as dt
 import gc
 import logging
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +34,12 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from certd.config import Config
+from certd.config.node import node_name
 from certd.config.ocpp import ListenerConfig, listener_certificate_errors
-from certd.errors import ConfigError
-from certd.ocpp import auth, charger_registry
+from certd.errors import CertdError, ConfigError
+from certd.ocpp import auth, charger_registry, mtls
+from certd.ocpp.charger_certs import ChargerCertService
+from certd.ocpp.first_contact import FirstContactRegistrar, SupersededConnections
 from certd.serve.material import served_certificate
 from certd.ocpp.server import Listener, Shared
 from certd.ocpp.session import ChargerHook, ChargerSession, ConnectedCharger
@@ -137,19 +145,34 @@ class OcppService:
         self.ocpp = config.ocpp
         self.engine = engine
         self.clock = clock
-        self.node = self.ocpp.node_name or socket.gethostname()
+        self.node = node_name(config)  # [node] name, else [ocpp] node_name, else the host name
+        credentials, sessions = auth.VerifiedCredentials(), {}
+        superseded = SupersededConnections(sessions, credentials, self.ocpp.handshake_timeout)
+        first_contact = FirstContactRegistrar(engine, self.ocpp.default_heartbeat_class,
+                                              on_lost=superseded)
         self.shared = Shared(
             ocpp=self.ocpp,
             engine=engine,
-            writer=charger_registry.RegistryWriter(engine, self.node),
+            writer=charger_registry.RegistryWriter(engine, self.node,
+                                                   first_contact=first_contact,
+                                                   write_lock=first_contact.write_lock),
             limiter=auth.FailureLimiter(self.ocpp.auth_failure_limit, self.ocpp.auth_failure_window),
-            credentials=auth.VerifiedCredentials(),
-            sessions={},
+            credentials=credentials,
+            sessions=sessions,
+            first_contact=first_contact,
+            hooks=[superseded.hook],
             reuse_port=reuse_port,
         )
+        self.charger_certs = (ChargerCertService(config, engine, self, clock=clock)
+                              if self.ocpp.charger_ca is not None else None)
+        self.shared.enrollment = self.charger_certs.enrollment if self.charger_certs else None
+        self.revocation_watch = mtls.RevocationWatch.for_config(
+            self.ocpp, engine, lambda: self.shared.sessions, self.shared.writer.audit)
         self._states: list[_ListenerState] = []
         for listener_config in self.ocpp.listeners:
             holder = None if listener_config.insecure else ContextHolder(listener_config.tls_profile)
+            if holder is not None and listener_config.profile == 3:
+                mtls.require_client_certificates(holder.listening_context, None)
             self._states.append(_ListenerState(
                 listener_config, Listener(listener_config, self.shared, holder), holder))
         self._anchors: list[x509.Certificate] = []
@@ -170,8 +193,18 @@ class OcppService:
             log.info("marked %d charger(s) offline that node %s held before its restart",
                      cleared, self.node)
         self.shared.writer.start()
+        self.shared.first_contact.start()
+        if self.charger_certs is not None:
+            try:
+                await self.charger_certs.prepare()
+            except CertdError as exc:  # profile-2 chargers are served on; CSRs wait for the key
+                log.error("the charger CA is not ready, charger CSRs are refused until it is: %s", exc)
         try:
             results = [await self._refresh(state, explicit=True) for state in self._states]
+            if self.charger_certs is not None:
+                await self.charger_certs.start()
+            if self.revocation_watch is not None:
+                await self.revocation_watch.start()
         except BaseException:
             # A later listener could not bind: close the ones already open (and the writer),
             # or their ports stay taken by a service nobody holds any more.
@@ -183,6 +216,10 @@ class OcppService:
         return results
 
     async def close(self) -> None:
+        if self.charger_certs is not None:
+            await self.charger_certs.close()
+        if self.revocation_watch is not None:
+            await self.revocation_watch.close()
         if self._periodic is not None:
             self._periodic.cancel()
             try:
@@ -193,6 +230,7 @@ class OcppService:
         for state in self._states:
             await state.listener.close()
             state.started = False
+        await self.shared.first_contact.close()  # a clean stop writes every queued row
         await self.shared.writer.close()
         await asyncio.to_thread(charger_registry.clear_node, self.engine, self.node)
 
@@ -207,6 +245,18 @@ class OcppService:
             if cert_name is None or cert_name in state.config.certificates:
                 results.append(await self._refresh(state, explicit=True))
         return results
+
+    async def reload_client_trust(self) -> list[ReloadResult]:
+        """Profile-3 listeners rebuild their contexts (the charger CA changed)."""
+        return [await self._refresh(state, explicit=True) for state in self._states
+                if state.config.profile == 3]
+
+    def listener_profile(self, label: str) -> int:
+        """The security profile of the listener labelled `label` (0: no such listener)."""
+        for state in self._states:
+            if state.listener.label == label:
+                return state.config.profile
+        return 0
 
     # -- chargers --
 
@@ -270,6 +320,8 @@ class OcppService:
                     parts.append(("cert", name, issued.id if issued else None))
         for files in listener.cert_files:
             parts.append(_file_key([files.fullchain, files.privkey]))
+        if listener.profile == 3:
+            parts.append(("clientca", mtls.trust_key(self.engine, self.ocpp, listener, self.clock())))
         return tuple(parts)
 
     def _read_material(self, listener: ListenerConfig) -> tuple[MaterialKey, list[KeyPairPem]]:
@@ -305,9 +357,14 @@ class OcppService:
             raise TlsMaterialError("; ".join(problems))
         return tuple(parts), pairs
 
-    def _prepare(self, listener: ListenerConfig) -> tuple[MaterialKey, Prepared]:
+    def _prepare(self, listener: ListenerConfig) -> tuple[MaterialKey, Prepared, mtls.ClientTrust | None]:
         key, pairs = self._read_material(listener)
-        return key, prepare(pairs, listener.host, listener.tls_profile, self.clock(), self._anchors)
+        prepared = prepare(pairs, listener.host, listener.tls_profile, self.clock(), self._anchors)
+        trust = None
+        if listener.profile == 3:
+            trust = mtls.verify_clients(prepared.context, self.engine, self.ocpp, listener, self.clock())
+            key = (*key, ("clientca", trust.key))
+        return key, prepared, trust
 
     async def _refresh(self, state: _ListenerState, explicit: bool) -> ReloadResult:
         label = state.listener.label
@@ -330,7 +387,7 @@ class OcppService:
                 return ReloadResult(label, "failed", current.served if current else (),
                                     "material unchanged since it failed the check")
             try:
-                read_key, prepared = await asyncio.to_thread(self._prepare, state.config)
+                read_key, prepared, trust = await asyncio.to_thread(self._prepare, state.config)
             except TlsMaterialError as exc:
                 state.failed_key = key
                 keeping = ("keeps serving " + ", ".join(
@@ -339,6 +396,7 @@ class OcppService:
                 log.error("listener %s: new certificate material refused, %s: %s",
                           label, keeping, exc)
                 return ReloadResult(label, "failed", current.served if current else (), str(exc))
+            state.listener.client_trust = trust  # before the swap: handshakes on it then use this trust
             previous = state.holder.swap(prepared)
             state.failed_key = None
             opened_now = not state.started

@@ -25,7 +25,9 @@ from certd.store.types import utcnow
 if TYPE_CHECKING:
     from ocpp.charge_point import ChargePoint
 
+    from certd.chargerca.identity import PeerCertificate
     from certd.ocpp.charger_registry import RegistryWriter
+    from certd.ocpp.enrollment import Enrollment
 
 log = logging.getLogger("certd.ocpp")
 # certd's ChargePoints log each frame's type, action and size at INFO here; what the `ocpp`
@@ -89,6 +91,10 @@ class ChargerSession:
     # listener's running total the session adds to.
     rejections: Counter[str] = field(default_factory=Counter, repr=False)
     listener_rejections: Counter[str] | None = field(default=None, repr=False)
+    # Security profile 3: the client certificate the charger connected with (else None).
+    client_cert: "PeerCertificate | None" = None
+    # The charger CA's SignCertificate handling (None: certd is not the chargers' CA).
+    enrollment: "Enrollment | None" = field(default=None, repr=False)
     _loud_rejections: int = field(default=0, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

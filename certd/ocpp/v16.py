@@ -11,7 +11,7 @@ from typing import Any
 
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
-from ocpp.v16.enums import Action, RegistrationStatus
+from ocpp.v16.enums import Action, GenericStatus, RegistrationStatus
 
 from certd.ocpp.dispatch import FrameGuard
 from certd.ocpp.session import ChargerSession, log, ocpp_timestamp, protocol_log
@@ -19,7 +19,8 @@ from certd.store.chargers import REGISTRATION_PENDING
 
 
 class CentralSystemV16(FrameGuard, ChargePoint):
-    """Answers BootNotification, Heartbeat, StatusNotification, SecurityEventNotification;
+    """Answers BootNotification, Heartbeat, StatusNotification, SecurityEventNotification,
+    SignCertificate (security extension; certd as the chargers' CA, see certd.ocpp.enrollment);
     other actions get a NotImplemented (1.6 action) or NotSupported (unknown) CallError."""
 
     def __init__(self, session: ChargerSession, connection: Any, response_timeout: float) -> None:
@@ -58,3 +59,17 @@ class CentralSystemV16(FrameGuard, ChargePoint):
                                        **info: Any) -> call_result.SecurityEventNotification:
         self.session.security_event(type, timestamp, info.get("tech_info"))
         return call_result.SecurityEventNotification()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, /, csr: str, **_: Any) -> call_result.SignCertificate:
+        enrollment = self.session.enrollment
+        if enrollment is None:  # certd is not this fleet's CA
+            return call_result.SignCertificate(status=GenericStatus.rejected)
+        answer = await enrollment.on_csr(self.session, csr, None)
+        return call_result.SignCertificate(
+            status=GenericStatus.accepted if answer.accepted else GenericStatus.rejected)
+
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, /, csr: str, **_: Any) -> None:
+        if self.session.enrollment is not None:  # the answer is out: CertificateSigned may follow
+            self.session.enrollment.after_csr(self.session, csr)

@@ -1,4 +1,5 @@
-"""OCPP 2.0.1 (and 2.1, same messages here) CSMS handlers: connection-level messages only.
+"""OCPP 2.0.1 (and 2.1, same messages here) CSMS handlers: connection-level messages and
+SignCertificate (certd as the chargers' CA).
 
 Frames reach these handlers through dispatch.FrameGuard; `self` is positional-only (see v16).
 """
@@ -61,6 +62,26 @@ class _Handlers2x:
     def on_security_event_notification(self, /, type: str, timestamp: str, **info: Any) -> Any:
         self.session.security_event(type, timestamp, info.get("tech_info"))
         return self._call_result.SecurityEventNotification()
+
+    @on("SignCertificate")
+    async def on_sign_certificate(self, /, csr: str, **info: Any) -> Any:
+        """certd as the chargers' CA (certd.ocpp.enrollment); V2GCertificate is refused."""
+        enrollment = self.session.enrollment
+        if enrollment is None:
+            return self._call_result.SignCertificate(
+                status="Rejected", status_info={"reason_code": "NotSupported",
+                                                "additional_info": "this CSMS signs no certificates"})
+        answer = await enrollment.on_csr(self.session, csr, info.get("certificate_type"))
+        if answer.accepted:
+            return self._call_result.SignCertificate(status="Accepted")
+        return self._call_result.SignCertificate(
+            status="Rejected", status_info={"reason_code": (answer.code or "Rejected")[:20],
+                                            "additional_info": (answer.reason or "")[:512]})
+
+    @after("SignCertificate")
+    def after_sign_certificate(self, /, csr: str, **_: Any) -> None:
+        if self.session.enrollment is not None:  # the answer is out: CertificateSigned may follow
+            self.session.enrollment.after_csr(self.session, csr)
 
 
 class CentralSystemV201(_Handlers2x, FrameGuard, ChargePointV201):

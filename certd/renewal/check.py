@@ -36,12 +36,13 @@ from certd.renewal.result import Action, CheckResult
 from certd.renewal.ari import AriAnswer, AriState, updated_ari_state
 from certd.issue.ari import AriClient, AriError, cert_id, replaces_rejected
 from certd.config import CertificateConfig, Config
+from certd.config.node import node_name
 from certd.dns.provider import DnsProvider
 from certd.dns.registry import open_dns
 from certd.errors import CertdError, DeployError
 from certd.notify import Alert, run_notify_hook
 from certd.issue.flow import IssuanceCancelled
-from certd.store import leases
+from certd.store import deploy_state, leases
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.renewal import RenewalState
 from certd.store.types import utcnow
@@ -60,6 +61,7 @@ class _View:
     issued: IssuedCertificate | None
     renewal: RenewalState
     decision: rules.RenewalDecision
+    deployed: deploy_state.Deployed = deploy_state.Deployed(None, False)  # by this node
     ari_cert_id: str | None = None
     repair: str | None = None  # why the deployed files or hooks need another run
     files_bad: bool = False
@@ -82,6 +84,8 @@ class Maintainer:
         self.config = config
         self.purpose = purpose  # who holds a certificate's lease, in other processes' messages
         self.engine = engine
+        self.node = node_name(config)  # whose files and hooks a deploy here is
+        self._held: dict[str, leases.HeldLease] = {}  # certificate -> its lease, while checked
         self._clock = clock
         self._rand = rand
         self._dns = dns
@@ -105,27 +109,38 @@ class Maintainer:
         they are recorded and returned (action "failed"); config errors do raise.
 
         Under the certificate's lease (certd.store.leases): while another certd process
-        (a hand-run `certd renew`, another node) works on it, this returns "busy"."""
+        (a hand-run `certd renew`, another node) works on it, this returns "busy"; every write
+        is fenced by it, and losing it cancels an order in flight (then "busy" too)."""
         self.config.certificate(name)  # an unknown name fails here, before any lease
         if dry_run:
             return self._check(name, force, dry_run, ignore_backoff, cancel)
         try:
             with leases.held(self.engine, leases.certificate_lease(name), self.purpose, clock=self._clock) as lease:
-                if lease.taken_over:
-                    self._clean_interrupted_order(name, lease.taken_over)
-                return self._check(name, force, dry_run, ignore_backoff, cancel)
+                self._held[name] = lease
+                try:
+                    if lease.taken_over:
+                        self._clean_interrupted_order(name, lease)
+                    return self._check(name, force, dry_run, ignore_backoff, leases.AnyEvent(cancel, lease.lost))
+                finally:
+                    self._held.pop(name, None)
+        except leases.LeaseLost as lost:
+            log.error("%s: %s", name, lost)
+            return CheckResult(name, "busy", str(lost), self._clock() + BUSY_RETRY, error=str(lost))
         except leases.LeaseBusy as busy:
             now = self._clock()
             log.info("%s: not checked now: %s", name, busy)
             return CheckResult(name, "busy", str(busy), min(now + BUSY_RETRY, busy.expires_at),
                                error=str(busy), critical=self._is_critical(name, now))
 
-    def _clean_interrupted_order(self, name: str, whose: str) -> None:
-        """The lease was left by `whose`, which is gone: its order's TXT records go first."""
+    def _clean_interrupted_order(self, name: str, lease: leases.HeldLease) -> None:
+        """The lease was left by a holder that is gone (or cut off): its order's TXT records go
+        first, and its attempt is marked abandoned (it cannot record anything any more)."""
         from certd.dns.challenges import cleanup_records_of
 
+        whose = lease.taken_over
         try:
-            cleanup_records_of(self.dns(), self.engine, name)
+            cleanup_records_of(self.dns(), self.engine, name, lease.fence)
+            pipeline.abandon_interrupted(self.engine, name, str(whose), lease.fence)
         except CertdError as exc:  # the check goes on; the periodic cleanup tries again
             log.error("%s: could not remove the challenge records left by %s: %s", name, whose, exc)
 
@@ -135,7 +150,7 @@ class Maintainer:
                                  issued.not_after if issued else None, now)
 
     def _check(self, name: str, force: bool, dry_run: bool, ignore_backoff: bool,
-               cancel: threading.Event | None) -> CheckResult:
+               cancel: threading.Event | leases.AnyEvent | None) -> CheckResult:
         view = self._evaluate(name, self._clock(), persist=not dry_run)
         if force:
             why = f" ({view.decision.reason})" if view.decision.due else ""
@@ -162,16 +177,16 @@ class Maintainer:
     def _restore_files_meanwhile(self, view: _View) -> None:
         """While a renewal fails or waits, a consumer whose files were lost (a restored backup,
         a new target) still gets the current certificate if it is valid: better than nothing."""
-        managed, issued, _ = records.load(self.engine, view.cert_cfg.name)
+        _, issued, _ = records.load(self.engine, view.cert_cfg.name)
         if issued is None or view.issued is None or issued.id != view.issued.id or view.now >= issued.not_after:
             return  # nothing valid to write, or a new certificate whose own deploy retries are pending
-        if managed.deployed_id == issued.id and not target_files.content_problems(view.cert_cfg, issued,
-                                                                                  self.config.state_dir):
+        if view.deployed.issued_id == issued.id and not target_files.content_problems(
+                view.cert_cfg, issued, self.config.state_dir):
             return
         log.warning("%s: writing the current certificate (valid until %s) to its targets while its "
                     "renewal is pending", view.cert_cfg.name, _fmt(issued.not_after))
         try:
-            pipeline.deploy_issued(self.config, self.engine, issued)
+            pipeline.deploy_issued(self.config, self.engine, issued, fence=self._fence(issued.name))
         except DeployError as exc:
             log.error("%s: %s", view.cert_cfg.name, exc)
 
@@ -182,7 +197,8 @@ class Maintainer:
         problem = None
         if issued is not None:
             problem = rules.stored_material_problem(issued.cert_pem, issued.chain_pem, issued.key_pem, now)
-        view = _View(cert_cfg, now, managed, issued, renewal, rules.RenewalDecision(True, "", None))
+        view = _View(cert_cfg, now, managed, issued, renewal, rules.RenewalDecision(True, "", None),
+                     deploy_state.load(self.engine, self.node, name))
         ari_renew_at = self._ari_time(view, persist=persist)
         view.decision = rules.renewal_decision(cert_cfg, issued, now, ari_renew_at=ari_renew_at,
                                                material_problem=problem)
@@ -194,14 +210,14 @@ class Maintainer:
         """Why the current certificate must be written out again or its hooks re-run."""
         issued = view.issued
         assert issued is not None
-        if view.managed.deployed_id != issued.id:
+        if view.deployed.issued_id != issued.id:
             view.files_bad = True
             return "the current certificate is not deployed yet"
         problems = target_files.file_problems(view.cert_cfg, issued, self.config.state_dir)
         if problems:
             view.files_bad = True
             return "; ".join(problems)
-        if view.managed.hooks_pending:
+        if view.deployed.hooks_pending:
             return "deploy hooks failed last time"
         return None
 
@@ -254,15 +270,19 @@ class Maintainer:
         try:
             try:
                 result = pipeline.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
-                                                    replaces=replaces, cancel=cancel)
+                                                    replaces=replaces, cancel=cancel, fence=self._fence(name))
             except CertdError as exc:
                 if replaces is None or not replaces_rejected(exc):
                     raise
                 log.warning("%s: the CA refused the order as a replacement of %s (%s); ordering again "
                             "without `replaces`", name, replaces, exc)
                 result = pipeline.issue_and_deploy(self.config, self.engine, name, dns=self.dns(),
-                                                    replaces=None, cancel=cancel)
+                                                    replaces=None, cancel=cancel, fence=self._fence(name))
+        except leases.LeaseLost:
+            raise
         except (IssuanceCancelled, KeyboardInterrupt):
+            if name in self._held and self._held[name].lost.is_set():
+                raise leases.LeaseLost(leases.certificate_lease(name)) from None
             log.warning("%s: order abandoned for shutdown; it is tried again at the next start", name)
             return self._result(view, "cancelled", "shutdown during the order", view.now)
         except DeployError as exc:
@@ -295,11 +315,12 @@ class Maintainer:
                  "writing the stored certificate again" if view.files_bad else "running the deploy hooks again")
         try:
             if view.files_bad:
-                deployed = pipeline.deploy_issued(self.config, self.engine, issued)
+                deployed = pipeline.deploy_issued(self.config, self.engine, issued, fence=self._fence(name))
                 hooks, written, action = deployed.hooks, tuple(deployed.written), "redeployed"
             else:
                 hooks = deploy_mod.run_hooks(view.cert_cfg, self.config.state_dir, self._hide_env)
-                pipeline.record_deploy(self.engine, name, issued.id, all(h.ok for h in hooks))
+                pipeline.record_deploy(self.engine, name, issued.id, all(h.ok for h in hooks), node=self.node,
+                                       fence=self._fence(name))
                 written, action = (), "hooks-retried"
         except DeployError as exc:
             return self._deploy_failed(view, str(exc), "failed")
@@ -397,11 +418,15 @@ class Maintainer:
         return CheckResult(view.cert_cfg.name, action, reason, next_check, view.decision.renew_at, error,
                            critical=view.critical)
 
+    def _fence(self, name: str) -> leases.Fence | None:
+        lease = self._held.get(name)
+        return lease.fence if lease is not None else None
+
     def _update_managed(self, name: str, **fields: object) -> None:
-        records.upsert(self.engine, ManagedCertificate, name, **fields)
+        records.upsert(self.engine, ManagedCertificate, name, self._fence(name), **fields)
 
     def _update_renewal(self, name: str, **fields: object) -> None:
-        records.upsert(self.engine, RenewalState, name, **fields)
+        records.upsert(self.engine, RenewalState, name, self._fence(name), **fields)
 
     def _notify(self, alert: Alert) -> None:
         daemon_cfg = self.config.daemon

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from certd.store.db import session_scope
+from certd.store.leases import Fence
 from certd.store.models import IssuedCertificate, ManagedCertificate
 from certd.store.renewal import RenewalState
 from certd.store.types import utcnow
@@ -41,9 +42,12 @@ def load(engine: sa.Engine, name: str) -> tuple[ManagedCertificate, IssuedCertif
 
 
 def upsert(engine: sa.Engine, table: type[ManagedCertificate] | type[RenewalState], name: str,
-           **fields: object) -> None:
-    """Set `fields` on the row of `name` in `table` (created if missing), in one transaction."""
+           fence: Fence | None = None, **fields: object) -> None:
+    """Set `fields` on the row of `name` in `table` (created if missing), in one transaction;
+    with `fence`, only while the caller still holds the certificate's lease."""
     with session_scope(engine) as session:
+        if fence is not None:
+            fence.verify(session.connection())
         row = session.get(table, name) or table(name=name)
         for key, value in fields.items():
             setattr(row, key, value)

@@ -9,6 +9,12 @@ listener serves. A newer issuance whose chain ends at roots the served one does
 not use is held back until enough of the listener's chargers confirmed those
 roots, or until the served certificate's last days begin (then it switches anyway:
 a forced switch).
+
+Several nodes share the gates: each counts the confirmations every node recorded
+(`rollover_charger` rows), and on PostgreSQL one evaluation runs at a time across
+all nodes (a transaction-level advisory lock), so two nodes never decide one gate
+from two different readings. A gate row that changes wakes every node (NOTIFY
+trigger): their listeners switch at once and their engines provision anew.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +42,8 @@ from certd.store.rollover import GATE_BLOCKED, GATE_IDLE, GATE_PENDING, Rollover
 from certd.trust.certs import CaCert
 
 log = logging.getLogger("certd.rollover")
+
+GATES_LOCK = 0x63657274_64676174  # "certdgat": the advisory lock key of gate evaluations
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,10 @@ def evaluate_gates(engine: sa.Engine, config: Config, specs: Sequence[GateSpec],
                    now: dt.datetime, live: set[str]) -> Evaluation:
     """Decide every gate now (`live`: chargers connected to this process)."""
     with session_scope(engine) as session:
+        if engine.dialect.name == "postgresql":  # one evaluation at a time on all nodes
+            waiting = time.monotonic()
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(GATES_LOCK)))
+            now += dt.timedelta(seconds=time.monotonic() - waiting)  # the clock ran on meanwhile
         return _Pass(session, config, specs, known_certs.refresh(session), now, live).run()
 
 

@@ -36,6 +36,7 @@ from certd.renewal.check import Maintainer
 from certd.renewal.records import ensure_rows
 from certd.renewal.result import CheckResult
 from certd.runtime import jobs
+from certd.runtime.cluster import Cluster
 from certd.runtime.sdnotify import Notifier
 from certd.runtime.services import OcppServices
 from certd.runtime.watch import LiveCopyWatcher
@@ -44,6 +45,7 @@ from certd.store.types import utcnow
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from certd.mqtt.service import MqttService
     from certd.ocpp.service import OcppService
 
 log = logging.getLogger("certd.daemon")
@@ -96,6 +98,8 @@ class Daemon:
         # OcppServices in this process, or certd.runtime.workers.WorkerPool (`[ocpp] workers`).
         self._services_factory = services_factory
         self._live_watch: LiveCopyWatcher | None = None
+        self._mqtt: MqttService | None = None  # [mqtt]: Home Assistant entities, MQTT registries
+        self.cluster: Cluster | None = None  # one node of several (PostgreSQL): certd.runtime.cluster
         self.results: dict[str, CheckResult] = {}
         self.checks_done = 0
         self.stuck_threads = False
@@ -143,6 +147,12 @@ class Daemon:
         await self._services.start(self.config)
         self._live_watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed_elsewhere)
         await self._live_watch.start()
+        from certd.mqtt.service import MqttService  # MQTT: certd.mqtt; nothing runs without [mqtt] host
+        self._mqtt = MqttService(self.engine, self._clock, ocpp=lambda: self.ocpp)
+        await self._mqtt.start(self.config)
+        if Cluster.wanted(self):
+            self.cluster = Cluster(self)
+            await self.cluster.start()
         await self._schedule_periodic_jobs(self.config)
         if self._notifier.watchdog_interval:
             self._scheduler.add_job(self._watchdog, "interval", seconds=self._notifier.watchdog_interval,
@@ -182,6 +192,10 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
         if self._live_watch is not None:
             await self._live_watch.close()
+        if self._mqtt is not None:  # `offline` on the broker before the endpoint goes
+            await self._mqtt.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._services is not None:
             await self._services.close()
         if self._executor is not None:
@@ -255,6 +269,8 @@ class Daemon:
         for name in sorted(names & known):
             if self._services is not None:
                 await self._services.after_deploy(name)
+        if self._mqtt is not None:
+            self._mqtt.state_changed()
 
     async def _announce(self) -> None:
         assert self._changed is not None
@@ -262,6 +278,8 @@ class Daemon:
             self._changed.notify_all()
         if not self._stopping:
             self._notifier.status(self._status_line())
+        if self._mqtt is not None:
+            self._mqtt.state_changed()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until `predicate()` holds after some check finished (tests, `certd renew` helpers)."""
@@ -334,6 +352,8 @@ class Daemon:
                 self._scheduler.remove_job(periodic.name)
         assert self._services is not None
         await self._services.apply(old, new)
+        if self._mqtt is not None:
+            await self._mqtt.apply(old, new)
         await self._schedule_periodic_jobs(new)
         log.info("configuration reloaded: %d certificate(s)", len(new.certificates))
         return True
@@ -360,6 +380,8 @@ class Daemon:
         assert self._maintainer is not None and self.engine is not None
         run = jobs.JobRun(self.config, self.engine, self._maintainer, self._clock, now=self._clock())
         await jobs.run_periodic(job, run, self._in_thread)
+        if self._mqtt is not None:  # a job may have changed bundles, deliveries, DNS
+            self._mqtt.state_changed()
 
     async def _watchdog(self) -> None:
         # A coroutine on purpose: the ping proves the event loop itself is alive.

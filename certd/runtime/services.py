@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
@@ -67,6 +67,8 @@ class OcppServices:
         self._reuse_port = reuse_port  # a worker of certd.runtime.workers shares its ports
         self.endpoint: OcppService | None = None
         self.rollover: RolloverEngine | None = None
+        # Called after listeners re-read their material (certd.runtime.cluster records what they serve).
+        self.after_reload: Callable[[], Awaitable[None]] | None = None
 
     async def start(self, config: Config) -> None:
         """Open the listeners `config` names (if any), then the rollover engine on them."""
@@ -119,6 +121,11 @@ class OcppServices:
         """Listeners serving `cert_name` (all when None) re-read their material."""
         if self.endpoint is not None:
             await reload_quietly(self.endpoint, cert_name)
+            if self.after_reload is not None:
+                try:
+                    await self.after_reload()
+                except Exception as exc:  # noqa: BLE001 - a record for status displays only
+                    log.warning("could not record what the listeners serve: %s", exc)
 
     async def after_deploy(self, name: str) -> None:
         """A new certificate is stored and written: gates decide, then listeners re-read."""

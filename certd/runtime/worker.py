@@ -1,11 +1,12 @@
 """One OCPP worker process of `certd run` (`certd serve --worker K`, started by certd.runtime.workers).
 
 It serves every listener on the ports it shares with the other workers
-(SO_REUSEPORT), takes part in the store as node "<node>-wK", runs the rollover
-engine for the chargers connected to it, and reloads what it serves when the
-supervisor (or any certd process on this machine) deploys a certificate: the
-live-copy watch, with the listeners' periodic store check as the safety net.
-No scheduler runs here; renewals are the supervisor's.
+(SO_REUSEPORT), takes part in the store as node "<node>-wK" (on PostgreSQL a node
+among the others: certd.runtime.worker_node), runs the rollover engine for the
+chargers connected to it, and reloads what it serves when the supervisor (or any
+certd process on this machine) deploys a certificate: the live-copy watch, with
+the listeners' periodic store check as the safety net. No scheduler runs here;
+renewals are the supervisor's.
 
 Signals: SIGTERM/SIGINT close every connection cleanly and mark this worker's
 chargers offline; SIGHUP re-reads the config file (the supervisor forwards its
@@ -22,10 +23,12 @@ import socket
 from pathlib import Path
 
 from certd.config import Config, load_config
+from certd.config.node import node_name
 from certd.errors import CertdError, ConfigError
 from certd.runtime.services import OcppServices
 from certd.runtime.watch import LiveCopyWatcher
-from certd.runtime.workers import worker_config, worker_node_name
+from certd.runtime.worker_node import WorkerNode
+from certd.runtime.workers import worker_config
 from certd.store.types import utcnow
 
 log = logging.getLogger("certd.workers")
@@ -43,8 +46,8 @@ class Worker:
         self.config_path = config_path
         self.index = index
         self.ports = ports
-        self.config = worker_config(config, index, ports)
-        self.node = worker_node_name(config, index)
+        self.config = worker_config(config, ports)
+        self.node = node_name(config)  # "<node>-wK": the supervisor sets $CERTD_NODE_NAME
         self._supervisor_fd = supervisor_fd
         self._stop = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
@@ -60,12 +63,16 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         link = await self._link()
         watch: LiveCopyWatcher | None = None
+        self.store_node: WorkerNode | None = None
         try:
             await self.services.start(self.config)
             if self.services.endpoint is None:
                 return 1  # the reason is logged; the supervisor restarts this worker later
             watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed)
             await watch.start()
+            if WorkerNode.wanted(engine):  # PostgreSQL: a node among the others
+                self.store_node = WorkerNode(self.node, self.config, engine, self.services)
+                await self.store_node.start()
             waits = [asyncio.ensure_future(self._stop.wait())]
             if link is not None:
                 reader, writer = link
@@ -79,6 +86,8 @@ class Worker:
                 log.warning("the supervisor is gone: stopping")
             return 0
         finally:
+            if self.store_node is not None:
+                await self.store_node.close()
             if watch is not None:
                 await watch.close()
             await self.services.close()
@@ -112,5 +121,7 @@ class Worker:
         except CertdError as exc:
             log.error("reload failed; still serving on the previous configuration:\n%s", exc)
             return
-        old, self.config = self.config, worker_config(new, self.index, self.ports)
+        old, self.config = self.config, worker_config(new, self.ports)
+        if self.store_node is not None:
+            self.store_node.config = self.config
         await self.services.apply(old, self.config)

@@ -40,6 +40,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from certd.config import Config
+from certd.config.node import NODE_NAME_ENV, node_name
 from certd.config.ocpp import ListenerConfig
 from certd.runtime.services import OcppServices
 
@@ -55,17 +56,17 @@ SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN
 
 
 def worker_node_name(config: Config, index: int) -> str:
-    """The node name worker `index` (1-based) takes part in the store as."""
-    return f"{config.ocpp.node_name or socket.gethostname()}-w{index}"
+    """The node name worker `index` (1-based) takes part in the store as: this node's name
+    (certd.config.node.node_name) and "-wK". The supervisor hands it to the worker in
+    $CERTD_NODE_NAME, which node_name() reads first, so every part of the worker uses it."""
+    return f"{node_name(config)}-w{index}"
 
 
-def worker_config(config: Config, index: int, ports: dict[int, int]) -> Config:
-    """`config` as worker `index` serves it: its node name, port-0 listeners on the pool's ports."""
+def worker_config(config: Config, ports: dict[int, int]) -> Config:
+    """`config` as a worker serves it: port-0 listeners on the pool's ports."""
     listeners = [listener.model_copy(update={"port": ports[i]}) if i in ports else listener
                  for i, listener in enumerate(config.ocpp.listeners)]
-    ocpp = config.ocpp.model_copy(update={"listeners": listeners,
-                                          "node_name": worker_node_name(config, index)})
-    return config.model_copy(update={"ocpp": ocpp})
+    return config.model_copy(update={"ocpp": config.ocpp.model_copy(update={"listeners": listeners})})
 
 
 def restart_delay(previous: float, ran_seconds: float) -> float:
@@ -176,9 +177,8 @@ class WorkerPool(OcppServices):
         self._config = config
         self._stopping = asyncio.Event()
         self.ports, self._held = reserve_ports(list(config.ocpp.listeners))
-        # Chargers a one-process run (this host's plain node name) held before: offline now.
-        base = config.ocpp.node_name or socket.gethostname()
-        await asyncio.to_thread(charger_registry.clear_node, self._engine, base)
+        # Chargers a one-process run (this node's plain name) held before: offline now.
+        await asyncio.to_thread(charger_registry.clear_node, self._engine, node_name(config))
         self.slots = [_Slot(i, worker_node_name(config, i)) for i in range(1, config.ocpp.workers + 1)]
         for slot in self.slots:
             slot.task = asyncio.get_running_loop().create_task(
@@ -256,7 +256,8 @@ class WorkerPool(OcppServices):
         ours, theirs = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._command(slot, theirs.fileno()), pass_fds=(theirs.fileno(),), env=_worker_env())
+                *self._command(slot, theirs.fileno()), pass_fds=(theirs.fileno(),),
+                env=_worker_env(slot.node))
         except OSError as exc:
             log.error("cannot start OCPP worker %s: %s", slot.node, exc.strerror or exc)
             ours.close()
@@ -295,5 +296,7 @@ def _signal(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
         pass
 
 
-def _worker_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key not in SUPERVISOR_ONLY_ENV}
+def _worker_env(node: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in SUPERVISOR_ONLY_ENV}
+    env[NODE_NAME_ENV] = node
+    return env

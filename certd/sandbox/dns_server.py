@@ -4,7 +4,8 @@ It answers from the `ZoneStore` the Cloudflare emulator writes to, honouring the
 store's propagation delay, so Pebble's DNS-01 validation and certd's
 propagation checks see what a real Cloudflare nameserver would: AA answers,
 NXDOMAIN/NODATA with the SOA, REFUSED outside its zones, several TXT values on
-one name, and Cloudflare edge addresses (never the origin) for proxied records.
+one name, CNAMEs followed across the zones it serves (each name once, so a loop
+ends), and Cloudflare edge addresses (never the origin) for proxied records.
 """
 
 from __future__ import annotations
@@ -177,11 +178,14 @@ class SandboxDNSServer:
             result.rcode = dns.rcode.REFUSED
             return result
         # Owner names keep the asker's spelling (resolvers may randomise case, "0x20").
-        self._resolve(zone, name, qtype, result, chain=0, owner=qname.to_text())
+        self._resolve(zone, name, qtype, result, chain=0, owner=qname.to_text(), seen={name})
         return result
 
     def _resolve(self, zone: SandboxZone, name: str, qtype: int, result: _Answer, *, chain: int,
-                 owner: str) -> None:
+                 owner: str, seen: set[str]) -> None:
+        """Answer (name, qtype) from `zone`; a CNAME is followed into any zone this server is
+        authoritative for (as one server hosting several zones does), each name once: a loop
+        ends the answer at the CNAME that closes it."""
         nodes = _ZoneView(zone, self.store.visible_records(zone.id), self.store.serial(zone.id))
         rrsets, owner_exists = nodes.rrsets_at(name, owner=owner)
         if not owner_exists:
@@ -205,8 +209,10 @@ class SandboxDNSServer:
             result.answer.append(cname)
             target = normalize_name(cname[0].target.to_text())
             target_zone = self.store.zone_for(target)
-            if target_zone is not None and chain < _MAX_CNAME_CHAIN:
-                self._resolve(target_zone, target, qtype, result, chain=chain + 1, owner=target + ".")
+            if target_zone is not None and chain < _MAX_CNAME_CHAIN and target not in seen:
+                seen.add(target)
+                self._resolve(target_zone, target, qtype, result, chain=chain + 1, owner=target + ".",
+                              seen=seen)
             return
         result.authority.append(nodes.soa())  # NODATA
 

@@ -7,3 +7,6 @@ from certd.store import trust  # noqa: F401
 from certd.store import renewal  # noqa: F401
 from certd.store import rollover  # noqa: F401
 from certd.store import leases  # noqa: F401
+from certd.store import charger_ca  # noqa: F401
+from certd.store import mqtt  # noqa: F401
+from certd.store import nodes  # noqa: F401

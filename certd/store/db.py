@@ -70,7 +70,10 @@ def make_engine(url: str, store: StoreConfig | None = None) -> sa.Engine:
             cursor.close()
 
         return engine
-    engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    from certd.store.pg import keepalive_args
+
+    extra = keepalive_args(parsed.query) if parsed.get_backend_name() == "postgresql" else {}
+    engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=extra, hide_parameters=True)
     register(engine, keyring, store.key_setting())
     return engine
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +43,15 @@ from certd.store.types import UTCDateTime, utcnow
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = dt.timedelta(minutes=2)
+# PostgreSQL (several nodes): renewed every CLUSTER_TTL / 4; a dead holder's lease is free after it.
+CLUSTER_TTL = dt.timedelta(seconds=10)
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later
+# The holder stops treating a lease as its own this share of the TTL after its last renewal
+# (measured from when the renewal was sent), before any other node may take it over.
+_SAFE_SHARE = 0.8
+def ttl_for(engine: sa.Engine) -> dt.timedelta:
+    """Short on PostgreSQL, where other nodes wait for a dead holder; today's 2 min on SQLite."""
+    return CLUSTER_TTL if engine.dialect.name == "postgresql" else DEFAULT_TTL
 
 
 class Lease(SQLModel, table=True):
@@ -55,6 +65,17 @@ class Lease(SQLModel, table=True):
     pid: int | None = None
     acquired_at: dt.datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     expires_at: dt.datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class LeaseLost(CertdError):
+    """This process held the lease, but another one took it over: it must not write results."""
+
+    exit_code = EX_TEMPFAIL
+
+    def __init__(self, name: str):
+        self.lease_name = name
+        super().__init__(f"{name}: the lease was taken over by another certd process (this one could "
+                         "not renew it in time); its work here stops and nothing of it is written")
 
 
 class LeaseBusy(CertdError):
@@ -84,6 +105,34 @@ class HeldLease:
     lost: threading.Event
     taken_over: str | None = None
 
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.name, self.token)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof of holding a lease, checked inside the transaction that writes a result."""
+
+    name: str
+    token: str
+
+    def verify(self, conn: sa.Connection) -> None:
+        """Raise LeaseLost unless the lease is still ours; on PostgreSQL the row stays share-locked
+        until `conn`'s transaction ends, so nobody can take it over before this write commits."""
+        table = Lease.__table__  # type: ignore[attr-defined]
+        query = sa.select(table.c.token).where(table.c.name == self.name)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(read=True)
+        token = conn.execute(query).scalar()
+        if token != self.token:
+            raise LeaseLost(self.name)
+
+    def check(self, engine: sa.Engine) -> None:
+        """`verify` in a transaction of its own: before a side effect outside the store."""
+        with engine.begin() as conn:
+            self.verify(conn)
+
 
 def this_process() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
@@ -111,10 +160,11 @@ def _holder_gone(row: sa.Row) -> bool:  # type: ignore[type-arg]
             and row.pid != os.getpid() and not psutil.pid_exists(row.pid))
 
 
-def acquire(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta = DEFAULT_TTL,
+def acquire(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta | None = None,
             clock: Callable[[], dt.datetime] = utcnow) -> HeldLease:
     """Take the lease `name` or raise LeaseBusy naming who has it. Never waits."""
     table = Lease.__table__  # type: ignore[attr-defined]
+    ttl = ttl or ttl_for(engine)
     mine = {"holder": this_process(), "purpose": purpose, "node": this_node(), "pid": os.getpid()}
     for _ in range(5):  # only lost races loop; each round reads the row again
         token = secrets.token_hex(16)
@@ -144,10 +194,11 @@ def acquire(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta = D
     raise CertdError(f"{name}: could not take the lease: other processes kept changing it")
 
 
-def renew(engine: sa.Engine, lease: HeldLease, *, ttl: dt.timedelta = DEFAULT_TTL,
+def renew(engine: sa.Engine, lease: HeldLease, *, ttl: dt.timedelta | None = None,
           clock: Callable[[], dt.datetime] = utcnow) -> bool:
     """Push the expiry out; False when the lease is no longer ours."""
     table = Lease.__table__  # type: ignore[attr-defined]
+    ttl = ttl or ttl_for(engine)
     with engine.begin() as conn:
         return conn.execute(
             sa.update(table).where(table.c.name == lease.name, table.c.token == lease.token)
@@ -156,31 +207,26 @@ def renew(engine: sa.Engine, lease: HeldLease, *, ttl: dt.timedelta = DEFAULT_TT
 
 
 def release(engine: sa.Engine, lease: HeldLease) -> None:
+    """Free the lease if it is still ours; on PostgreSQL the other nodes hear of it (NOTIFY), so
+    one that found it busy looks again at once instead of at its expiry."""
     table = Lease.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
-        conn.execute(sa.delete(table).where(table.c.name == lease.name, table.c.token == lease.token))
+        freed = conn.execute(sa.delete(table).where(table.c.name == lease.name, table.c.token == lease.token))
+        if freed.rowcount == 1 and conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_notify("certd", json.dumps({"k": "lease", "name": lease.name}))))
 
 
 @contextmanager
-def held(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta = DEFAULT_TTL,
+def held(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta | None = None,
          clock: Callable[[], dt.datetime] = utcnow) -> Iterator[HeldLease]:
-    """Hold `name` for the block (raises LeaseBusy before it runs), renewed every third of the TTL."""
+    """Hold `name` for the block (raises LeaseBusy before it runs), renewed every third of the TTL
+    (every quarter on PostgreSQL). `lease.lost` is set once it is no longer safely ours: another
+    process took it, or no renewal got through for most of the TTL (the store is unreachable)."""
+    ttl = ttl or ttl_for(engine)
     lease = acquire(engine, name, purpose, ttl=ttl, clock=clock)
     done = threading.Event()
-
-    def keep() -> None:
-        while not done.wait(ttl.total_seconds() / 3):
-            try:
-                if renew(engine, lease, ttl=ttl, clock=clock):
-                    continue
-                log.error("%s: lease lost (it expired and another process took it)", name)
-            except Exception as exc:  # noqa: BLE001 - the store is down: the work goes on, say so
-                log.error("%s: could not renew the lease: %s", name, exc)
-                continue
-            lease.lost.set()
-            return
-
-    keeper = threading.Thread(target=keep, name=f"certd-lease {name}", daemon=True)
+    keeper = threading.Thread(target=_keep, args=(engine, lease, ttl, clock, done),
+                              name=f"certd-lease {name}", daemon=True)
     keeper.start()
     try:
         yield lease
@@ -191,6 +237,83 @@ def held(engine: sa.Engine, name: str, purpose: str, *, ttl: dt.timedelta = DEFA
             release(engine, lease)
         except Exception as exc:  # noqa: BLE001 - it expires by itself
             log.warning("%s: could not release the lease (it expires by itself): %s", name, exc)
+
+
+def _keep(engine: sa.Engine, lease: HeldLease, ttl: dt.timedelta, clock: Callable[[], dt.datetime],
+          done: threading.Event) -> None:
+    """Renew until `done`. Each renewal runs in a thread of its own, so a store that hangs (a cut
+    network) cannot keep this loop from noticing that the lease ran out."""
+    interval = ttl.total_seconds() / (4 if engine.dialect.name == "postgresql" else 3)
+    safe_for = ttl.total_seconds() * _SAFE_SHARE
+    last_ok = time.monotonic()  # when the last successful renewal was sent
+    renewal: _Renewal | None = None
+    while not done.wait(min(interval, 0.25)):
+        now = time.monotonic()
+        if renewal is not None and renewal.finished.is_set():
+            if renewal.outcome is True:
+                last_ok = renewal.sent
+            elif renewal.outcome is False:
+                log.error("%s: lease lost (it expired and another process took it)", lease.name)
+                lease.lost.set()
+                return
+            else:
+                log.error("%s: could not renew the lease: %s", lease.name, renewal.outcome)
+            renewal = None
+        if now - last_ok > safe_for:
+            log.error("%s: lease lost: no renewal reached the store for %.0f s; this work stops",
+                      lease.name, now - last_ok)
+            lease.lost.set()
+            return
+        if renewal is None and now - last_ok >= interval:
+            renewal = _Renewal(now)
+            threading.Thread(target=renewal.run, args=(engine, lease, ttl, clock),
+                             name=f"certd-lease-renew {lease.name}", daemon=True).start()
+
+
+class _Renewal:
+    """One renewal attempt running in its own thread."""
+
+    def __init__(self, sent: float) -> None:
+        self.sent = sent
+        self.outcome: bool | Exception | None = None
+        self.finished = threading.Event()
+
+    def run(self, engine: sa.Engine, lease: HeldLease, ttl: dt.timedelta,
+            clock: Callable[[], dt.datetime]) -> None:
+        try:
+            self.outcome = renew(engine, lease, ttl=ttl, clock=clock)
+        except Exception as exc:  # noqa: BLE001 - the store is down: retried, then lost
+            self.outcome = exc
+        finally:
+            self.finished.set()
+
+
+class AnyEvent:
+    """Set when any of the given events is: a shutdown or a lost lease cancels an order
+    (duck-types the `threading.Event` an order waits on)."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            step = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if step <= 0:
+                return False
+            time.sleep(step)
+        return True
+
+
+def expired(engine: sa.Engine, now: dt.datetime, prefix: str = "") -> list[str]:
+    """Leases whose holder stopped renewing them (a dead or cut-off process): work to take over."""
+    table = Lease.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(table.c.name).where(
+            table.c.expires_at < now, table.c.name.startswith(prefix, autoescape=True))).scalars())
 
 
 def certificate_lease(name: str) -> str:

@@ -106,3 +106,6 @@ class ChallengeRecord(SQLModel, table=True):
     value: str  # the DNS-01 digest: public by design (it is published in DNS)
     record_id: str | None = None  # None until the provider answered the create
     created_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # The credential that wrote it (a `[[cloudflare.accounts]]` label; None: the only one), so the
+    # record is deleted with the same token. `fqdn` is the name written: a delegated target.
+    account: str | None = None

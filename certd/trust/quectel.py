@@ -8,6 +8,8 @@ answered ``2d19`` on the Quectel forum). The technician compares it with the
 value printed in the script before configuring the SSL context.
 
 `KIT` is the `quectel` export format: the CA file to upload plus that script.
+`client_certificate_kit` is the client certificate and key of a security profile 3 charger
+with the AT lines for `AT+QSSLCFG="clientcert"` / `"clientkey"` (`certd chargers cert-kit`).
 """
 
 from __future__ import annotations
@@ -102,3 +104,56 @@ def _upload_hint(version: VersionToExport, cfg: QuectelConfig) -> str:
 
 
 KIT = Renderer(_kit, hint=_upload_hint)
+
+
+# -- client certificate (security profile 3) -------------------------------------------------
+#
+# A charger whose TLS runs in the Quectel module authenticates with a key and certificate
+# stored on the module. When the charger can make its own key and CSR, certd signs it over
+# OCPP (SignCertificate) and the firmware uploads the result itself. For a module that
+# cannot, `certd chargers cert-kit ID` makes the key, signs its certificate and writes this
+# kit: the chain, the key (owner-only) and the AT lines that upload both and point the SSL
+# context at them (seclevel 2: verify the server, present the client certificate).
+
+CLIENT_CERT_FILE = "client.pem"
+CLIENT_KEY_FILE = "client.key"
+
+
+def _upload_lines(ufs: str, local: str, data: bytes, timeout: int) -> list[str]:
+    checksum = format_checksum(xor16(data))
+    return [
+        f'AT+QFDEL="{ufs}"',
+        f"# upload: after CONNECT send exactly the {len(data)} bytes of {local}, nothing more",
+        f'AT+QFUPL="{ufs}",{len(data)},{timeout}',
+        f"# expect: +QFUPL: {len(data)},{checksum}",
+    ]
+
+
+def client_certificate_script(chain: bytes, key: bytes, *, charger_id: str, serial: str,
+                              ssl_context: int = 1, cert_local: str = CLIENT_CERT_FILE,
+                              key_local: str = CLIENT_KEY_FILE, upload_timeout: int = 60) -> str:
+    """AT lines for `AT+QSSLCFG="clientcert"` / `"clientkey"` (the key's bytes are not in them)."""
+    cert_ufs, key_ufs = f"UFS:{CLIENT_CERT_FILE}", f"UFS:{CLIENT_KEY_FILE}"
+    lines = [
+        f"# certd: client certificate for charger {charger_id} (serial {serial}), security profile 3",
+        "# The CA file for the server (AT+QSSLCFG=\"cacert\") comes from `certd bundle export --format quectel`.",
+        "# 1. The certificate chain (leaf first).",
+        *_upload_lines(cert_ufs, cert_local, chain, upload_timeout),
+        "# 2. The private key: delete the local copy once the module holds it.",
+        *_upload_lines(key_ufs, key_local, key, upload_timeout),
+        f"# 3. SSL context {ssl_context}: present them, and verify the server (seclevel 2).",
+        f'AT+QSSLCFG="clientcert",{ssl_context},"{cert_ufs}"',
+        f'AT+QSSLCFG="clientkey",{ssl_context},"{key_ufs}"',
+        f'AT+QSSLCFG="seclevel",{ssl_context},2',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def client_certificate_kit(charger_id: str, chain: bytes, key: bytes, *, ssl_context: int,
+                           serial: str) -> dict[str, bytes]:
+    """File name -> bytes: `<id>.client.pem`, `<id>.client.key`, `<id>.client.quectel.at`."""
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in charger_id)
+    cert_local, key_local = f"{stem}.{CLIENT_CERT_FILE}", f"{stem}.{CLIENT_KEY_FILE}"
+    script = client_certificate_script(chain, key, charger_id=charger_id, serial=serial,
+                                       ssl_context=ssl_context, cert_local=cert_local, key_local=key_local)
+    return {cert_local: chain, key_local: key, f"{stem}.client.quectel.at": script.encode()}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from certd.cli import main
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 
 
 @pytest.fixture
@@ -50,8 +51,7 @@ def test_unknown_names_across_sections_fail_the_check(check, capsys) -> None:  #
     assert check(replace=('[[trust.bundles]]\nname = "fleet"\n',
                           '[[trust.bundles]]\nname = "fleet"\ncertificates = ["nope"]\n')) == 2
     assert "trust.bundles[0].certificates[0]: no certificate named 'nope'" in capsys.readouterr().err
-    listener = ('[ocpp]\n[[ocpp.listeners]]\nname = "l"\nhost = "local.example.com"\nport = 9000\n'
-                'certificates = ["other"]\n')
+    listener = ocpp_toml([ocpp_listener("l", "local.example.com", port=9000, certificates=["other"])])
     assert check(extra=listener) == 2
     assert "ocpp.listeners[0].certificates[0]: no [[certificates]] entry named 'other'" in capsys.readouterr().err
 
@@ -61,3 +61,21 @@ def test_missing_files_it_names_fail_the_check(check, tmp_path: Path, capsys) ->
     assert check(replace=('url = "https://reg.example"\n',
                           f'url = "https://reg.example"\nca_file = "{missing}"\n')) == 2
     assert f"trust.registries[0].ca_file: {missing} does not exist" in capsys.readouterr().err
+
+
+def test_mqtt_password_and_files_are_checked(check, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    password = tmp_path / "mqtt-password"
+    password.write_text("broker-secret-value\n")
+    os.chmod(password, 0o600)
+    mqtt = (f'[mqtt]\nhost = "127.0.0.1"\nusername = "certd"\npassword_file = "{password}"\n'
+            f'tls = true\nca_file = "{tmp_path / "no-such-ca.pem"}"\n')
+    assert check(extra=mqtt) == 2
+    err = capsys.readouterr().err
+    assert f"mqtt.ca_file: {tmp_path / 'no-such-ca.pem'} does not exist" in err
+
+    (tmp_path / "no-such-ca.pem").write_text("ca")
+    assert check(extra=mqtt) == 0
+    os.chmod(password, 0o644)
+    assert check(extra=mqtt) == 2
+    err = capsys.readouterr().err
+    assert "MQTT password (mqtt.password_env or mqtt.password_file)" in err and "broker-secret-value" not in err

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from certd.config import parse_config
 from certd.deploy.files import deploy, write_targets
 from certd.errors import DeployError
 from certd.store.models import IssuedCertificate
+from tests.waits import wait_until
 
 
 def issued(serial: str = "01") -> IssuedCertificate:
@@ -157,10 +157,8 @@ def test_timed_out_hook_is_killed_with_everything_it_started(tmp_path: Path) -> 
     assert not result.hooks[0].ok and "timed out" in result.hooks[0].detail
     background = int(pidfile.read_text())  # the hook shell's child, certd's grandchild
     try:
-        for _ in range(100):  # SIGKILL was sent; give the kernel a moment to finish the exit
-            if not _alive(background):
-                break
-            time.sleep(0.05)
+        # SIGKILL was sent; give the kernel a moment to finish the exit
+        wait_until(lambda: not _alive(background), 5, "the hook's child to exit")
         assert not _alive(background)
     finally:
         if _alive(background):

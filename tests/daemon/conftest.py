@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from certd.store.renewal import RenewalState
 from tests.conftest import missing_part
 from tests.daemon.ari_proxy import AriProxy
 from tests.obtain.conftest import Setup as IssueSetup
+from tests.waits import wait_until  # noqa: F401  (the daemon tests import it from here)
 
 
 class MovableClock:
@@ -98,17 +98,6 @@ class Setup(IssueSetup):
 
     def txt_records(self) -> list[dict]:  # type: ignore[type-arg]
         return [r for r in self.world.emulator.records() if r["type"] == "TXT"]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll with short growing intervals (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
 
 
 def log_text(proc: subprocess.Popen[str]) -> str:

@@ -20,6 +20,7 @@ from certd.renewal.rules import BACKOFF_JITTER
 from certd.store.db import session_scope
 from certd.store.models import ChallengeRecord, IssuedCertificate
 from tests.daemon.conftest import MovableClock, cert_toml, run, running_daemon
+from tests.waits import until
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -308,17 +309,12 @@ def test_postgresql_store_restart_does_not_reissue(make_setup, pg_url: str) -> N
 def test_stop_waits_for_the_order_in_flight_to_clean_up(make_setup) -> None:
     """What SIGTERM runs, in process: when stop() returns, the abandoned order has removed its
     TXT records and recorded itself as abandoned (its worker thread is done)."""
-    import asyncio
-    import time
-
     setup = make_setup(cert_toml("web", ["local.example.com", "www.example.com"]))
     setup.world.emulator.propagation_delay = 3600  # the order waits with its records created
 
     async def scenario() -> None:
         async with running_daemon(setup):
-            deadline = time.monotonic() + 60
-            while len(setup.txt_records()) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await until(lambda: len(setup.txt_records()) >= 2, "both TXT records", 60)
             assert len(setup.txt_records()) == 2
         assert setup.txt_records() == []
         assert [a.outcome for a in setup.attempts("web")] == ["abandoned"]

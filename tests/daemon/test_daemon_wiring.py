@@ -11,7 +11,9 @@ import time
 
 import certd.renewal.check as maintain
 from certd.runtime.daemon import Daemon
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from tests.daemon.conftest import cert_toml, run, running_daemon
+from tests.waits import accepts_connections as _listening, until
 
 
 def test_a_reload_during_a_check_still_leaves_the_certificate_scheduled(make_setup, monkeypatch) -> None:
@@ -33,15 +35,12 @@ def test_a_reload_during_a_check_still_leaves_the_certificate_scheduled(make_set
         daemon = Daemon(setup.config_path, setup.config, install_signals=False)
         await daemon.start()
         try:
-            while not calls:
-                await asyncio.sleep(0.05)
+            await until(lambda: calls, "the first check")
             await asyncio.sleep(0.2)  # the first check is running
             setup.config_path.write_text(setup.text.replace('["local.example.com"]',
                                                             '["local.example.com", "www.example.com"]'))
             assert await daemon.reload()
-            deadline = time.monotonic() + 10
-            while len(calls) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await until(lambda: len(calls) >= 2, "the re-check", 10)
             assert len(calls) == 2  # the re-check ran once the first check was done
             await asyncio.sleep(1.2)
             jobs = [j.id for j in daemon._scheduler.get_jobs() if j.id.startswith("check:")]
@@ -58,25 +57,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_a_listener_that_cannot_bind_does_not_leave_the_others_open(make_setup) -> None:
     first, second = _free_port(), _free_port()
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", second))
     blocker.listen()
-    listeners = "".join(
-        f'\n[[ocpp.listeners]]\nname = "{name}"\nhost = "local.example.com"\nbind = ["127.0.0.1"]\n'
-        f"port = {port}\ninsecure = true\n" for name, port in (("a", first), ("b", second)))
+    listeners = [ocpp_listener(name, "local.example.com", port=port, insecure=True)
+                 for name, port in (("a", first), ("b", second))]
     setup = make_setup(cert_toml("web", ["local.example.com"]), validity=3600,
-                       extra="[ocpp]\nreload_check_interval = 0\n" + listeners)
+                       extra=ocpp_toml(listeners, reload_check_interval=0))
 
     async def scenario() -> None:
         async with running_daemon(setup) as daemon:
@@ -145,8 +135,7 @@ def test_shutdown_waits_for_periodic_jobs_only_up_to_shutdown_timeout(make_setup
         daemon = Daemon(setup.config_path, setup.config, install_signals=False)
         await daemon.start()
         try:
-            while not started.is_set():
-                await asyncio.sleep(0.05)
+            await until(started.is_set, "the periodic job to start")
         finally:
             began = time.monotonic()
             await daemon.stop()

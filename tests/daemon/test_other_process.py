@@ -9,25 +9,12 @@ import time
 from pathlib import Path
 
 from certd.runtime.watch import names_of
-from certd.sandbox.certd_config import toml_str
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.store.types import utcnow
 from tests.daemon.conftest import cert_toml, run, running_daemon
 from tests.daemon.test_services import _served_serial
 from tests.obtain.test_failures import txt_records
 from tests.obtain.test_orphans import killed_mid_order
-
-LISTENER = """
-[ocpp]
-reload_check_interval = 0     # no periodic look at the store
-trust_roots = [{roots}]
-
-[[ocpp.listeners]]
-name = "wallbox"
-host = "local.example.com"
-bind = ["127.0.0.1"]
-port = 0
-certificates = ["web"]
-"""
 
 REACTION_BOUND_S = 2.0
 
@@ -45,7 +32,9 @@ def test_issue_by_another_process_is_served_within_two_seconds(make_setup, pebbl
     roots = tmp_path / "pebble-roots.pem"
     roots.write_text("".join(pebble.roots()))
     setup = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble,
-                       extra=LISTENER.format(roots=toml_str(roots)))
+                       extra=ocpp_toml([ocpp_listener("wallbox", "local.example.com", certificates=["web"])],
+                                       reload_check_interval=0,  # no periodic look at the store
+                                       trust_roots=[roots]))
 
     async def scenario() -> None:
         async with running_daemon(setup) as daemon:

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
-import ssl
 from pathlib import Path
 
-from cryptography import x509
-
-from certd.sandbox.certd_config import toml_str
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml, toml_str
 
 from tests.daemon.conftest import MovableClock, cert_toml, run, running_daemon
+from tests.waits import served_certificate, until
 
-OCPP_AND_HOSTS = """
+HOSTS = """
 [dns_records]
 interval = 300
 
@@ -23,28 +20,18 @@ interval = 300
 name = "nas.example.com"
 address = "192.168.1.50"
 
-[ocpp]
-reload_check_interval = 0     # no periodic look: only the daemon's reload after a renewal swaps
-trust_roots = [{roots}]       # Pebble's root of this run (a private CA for the material check)
-
-[[ocpp.listeners]]
-name = "wallbox"
-host = "local.example.com"
-bind = ["127.0.0.1"]
-port = 0
-certificates = ["web"]
 """
 
 
+def ocpp_and_hosts(roots: Path) -> str:
+    return HOSTS + ocpp_toml(
+        [ocpp_listener("wallbox", "local.example.com", certificates=["web"])],
+        reload_check_interval=0,  # no periodic look: only the daemon's reload after a renewal swaps
+        trust_roots=[roots])  # Pebble's root of this run (a private CA for the material check)
+
+
 def _served_serial(port: int) -> int:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="local.example.com") as tls:
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
+    return served_certificate(port, "local.example.com").serial_number
 
 
 def test_ocpp_listener_serves_each_renewal_and_dns_records_are_synced(make_setup, pebble_factory,
@@ -53,7 +40,7 @@ def test_ocpp_listener_serves_each_renewal_and_dns_records_are_synced(make_setup
     roots = tmp_path / "pebble-roots.pem"
     roots.write_text("".join(pebble.roots()))
     setup = make_setup(cert_toml("web", ["local.example.com"]), pebble=pebble,
-                       extra=OCPP_AND_HOSTS.format(roots=toml_str(roots)))
+                       extra=ocpp_and_hosts(roots))
     clock = MovableClock()
 
     async def scenario() -> None:
@@ -121,10 +108,7 @@ auth_env = "CERTD_TEST_REGISTRY_AUTH"
                 # SIGHUP (or the outbox job's next round) sends what is due; the registry is back.
                 clock.advance(dt.timedelta(minutes=5))
                 assert await daemon.reload()
-                delay, waited = 0.02, 0.0
-                while not server.state.accepted and waited < 15:  # short growing intervals
-                    await asyncio.sleep(delay)
-                    waited, delay = waited + delay, min(delay * 1.5, 0.5)
+                await until(lambda: server.state.accepted, "the registry to accept the bundle", 15)
                 assert len(server.state.accepted) == 1
                 assert [s.status for s in server.state.seen] == [503, 200]
 
@@ -143,10 +127,7 @@ def test_records_of_hosts_removed_from_config_are_deleted_by_the_daemon(make_set
     async def first_run() -> None:
         async with running_daemon(with_host) as daemon:
             assert await daemon.wait_for(lambda: "web" in daemon.results, 60)
-            for _ in range(100):
-                if a_records(with_host):
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: a_records(with_host), "the host's A record", 5)
     run(first_run())
     assert a_records(with_host) == ["nas.example.com"]
 
@@ -155,9 +136,6 @@ def test_records_of_hosts_removed_from_config_are_deleted_by_the_daemon(make_set
 
     async def second_run() -> None:
         async with running_daemon(without_host):
-            for _ in range(100):
-                if not a_records(without_host):
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: not a_records(without_host), "the removed host's A record to go", 5)
     run(second_run())
     assert a_records(without_host) == []

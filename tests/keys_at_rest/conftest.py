@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from certd.config.store import StoreConfig
 from certd.sandbox.certd_config import toml_str
 from certd.store.db import make_engine, upgrade
-from tests.ocpp.pki import Leaf, MiniCA
+from tests.pki import Leaf, MiniCA
 
 
 def new_key() -> str:

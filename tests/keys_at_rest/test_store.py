@@ -18,7 +18,7 @@ from certd.store.models import AcmeAccount, IssuedCertificate
 from certd.store.rekey import count_plaintext, reseal, sealed_columns
 from certd.store.sealing import policy_of
 from tests.keys_at_rest.conftest import Store, new_key, raw_keys, write_key_file
-from tests.ocpp.pki import Leaf, store_current
+from tests.pki import Leaf, store_current
 
 
 def pem_body(pem: str) -> str:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 
 import pytest
 import sqlalchemy as sa
@@ -32,15 +33,21 @@ class Setup:
     config: Config
     engine: sa.Engine
 
-    def env(self) -> dict[str, str]:
+    def env(self, *, token: str | None | EllipsisType = ...) -> dict[str, str]:
+        """This process's environment with TOKEN_ENV set to `token` (default: the world's
+        full-access token; None: unset)."""
         env = dict(os.environ)
-        env[TOKEN_ENV] = self.world.token
+        env.pop(TOKEN_ENV, None)
+        if token is not None:
+            env[TOKEN_ENV] = self.world.token if token is ... else token
         return env
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 60,
+            token: str | None | EllipsisType = ...) -> subprocess.CompletedProcess[str]:
+        """`certd --config ... ARGS` as a process, its API token as for `env`."""
         return subprocess.run(
             [sys.executable, "-m", "certd", "--config", str(self.config_path), *args],
-            env=self.env(), capture_output=True, text=True, timeout=timeout,
+            env=self.env(token=token), capture_output=True, text=True, timeout=timeout,
         )
 
 

@@ -15,6 +15,7 @@ from certd.sandbox.certd_config import TOKEN_ENV
 from certd.store.db import session_scope
 from certd.store.models import ChallengeRecord
 from tests.obtain.conftest import cert_toml
+from tests.waits import wait_until
 
 
 def txt_records(world) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -29,9 +30,7 @@ def issue_waiting_with_records(setup) -> tuple[subprocess.Popen[str], list[dict]
         [sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
         env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 30
-    while len(txt_records(setup.world)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: len(txt_records(setup.world)) >= 2 or proc.poll() is not None, 30, "both TXT records")
     return proc, txt_records(setup.world)
 
 
@@ -81,10 +80,7 @@ def test_a_second_command_leaves_the_records_of_an_order_in_flight_alone(make_se
 
 def test_bad_token_gives_clear_error_without_the_token(make_setup) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]))
-    env = setup.env()
-    env[TOKEN_ENV] = "not-a-valid-token-1234567890"
-    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = setup.cli("issue", "web", token="not-a-valid-token-1234567890")
     assert result.returncode == 1
     assert "token is invalid" in result.stderr
     assert "not-a-valid-token" not in result.stderr + result.stdout
@@ -93,10 +89,7 @@ def test_bad_token_gives_clear_error_without_the_token(make_setup) -> None:
 def test_token_without_zone_access_names_the_permission(make_setup) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]))
     setup.world.emulator.add_token("scoped-to-example-net", zones=["example.net"])
-    env = setup.env()
-    env[TOKEN_ENV] = "scoped-to-example-net"
-    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = setup.cli("issue", "web", token="scoped-to-example-net")
     assert result.returncode == 1
     assert "cannot see it" in result.stderr and "Zone:Read" in result.stderr
     assert "example.net" in result.stderr  # says which zones it does see
@@ -105,10 +98,7 @@ def test_token_without_zone_access_names_the_permission(make_setup) -> None:
 def test_token_without_dns_edit_names_the_permission(make_setup) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]))
     setup.world.emulator.add_token("read-only-token", permissions={"zone:read", "dns:read"})
-    env = setup.env()
-    env[TOKEN_ENV] = "read-only-token"
-    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = setup.cli("issue", "web", token="read-only-token")
     assert result.returncode == 1
     assert "DNS:Edit" in result.stderr
     assert txt_records(setup.world) == []
@@ -116,10 +106,7 @@ def test_token_without_dns_edit_names_the_permission(make_setup) -> None:
 
 def test_missing_token_env(make_setup) -> None:
     setup = make_setup(cert_toml("web", ["local.example.com"]))
-    env = setup.env()
-    del env[TOKEN_ENV]
-    result = subprocess.run([sys.executable, "-m", "certd", "--config", str(setup.config_path), "issue", "web"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = setup.cli("issue", "web", token=None)
     assert result.returncode == 2
     assert f"environment variable {TOKEN_ENV}" in result.stderr
 

@@ -21,11 +21,15 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from certd.runtime import eventloop
 from certd.config import Config
+from certd.ocpp import auth, charger_registry
 from certd.ocpp.service import OcppService
+from certd.sandbox.certd_config import ocpp_listener
 from certd.store.db import make_engine, upgrade
-from tests.ocpp.pki import MiniCA
+from tests.pki import MiniCA
+from tests.waits import peer_certificate
 
 HOST = "ocpp.example.test"
+PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +53,25 @@ def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
     eng.dispose()
 
 
+def register(engine, *charger_ids: str, heartbeat_class: str = "default", password: str = PASSWORD,  # type: ignore[no-untyped-def]
+             **fields: Any) -> None:
+    """Known chargers with `password`, hashed as `certd chargers add` stores it."""
+    for charger_id in charger_ids:
+        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
+                                        heartbeat_class=heartbeat_class, **fields)
+
+
+@pytest.fixture
+def store(engine):  # type: ignore[no-untyped-def]
+    """Two known gsm-class chargers, CP1 and CP2, with PASSWORD; no certificate yet."""
+    register(engine, "CP1", "CP2", heartbeat_class="gsm")
+    return engine
+
+
 def make_config(ca_file: Path, *, listeners: list[dict[str, Any]] | None = None,
                 certificates: list[dict[str, Any]] | None = None, **ocpp: Any) -> Config:
     """A Config with an [ocpp] section; certificates named in listeners are declared for you."""
-    listeners = listeners if listeners is not None else [
-        {"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0, "certificates": ["rsa"]}
-    ]
+    listeners = listeners if listeners is not None else [ocpp_listener("main", HOST, certificates=["rsa"])]
     names = sorted({n for lst in listeners for n in lst.get("certificates", [])})
     certificates = certificates or [
         {"name": n, "domains": [HOST], "key_type": "ec-p256" if n.startswith("ec") else "rsa2048"}
@@ -112,11 +129,7 @@ def open_ws(service: OcppService, path: str, ca: MiniCA, *, listener: str = "mai
 
 
 def peer_serial(ws: ClientConnection) -> str:
-    sslobj = ws.transport.get_extra_info("ssl_object")
-    der = sslobj.getpeercert(binary_form=True)
-    from cryptography import x509
-
-    return f"{x509.load_der_x509_certificate(der).serial_number:x}"
+    return f"{peer_certificate(ws.transport.get_extra_info('ssl_object')).serial_number:x}"
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from certd.ocpp import logsafe
 from certd.ocpp.service import OcppService
 from tests.ocpp.conftest import basic, open_ws
-from tests.ocpp.pki import MiniCA
+from tests.pki import MiniCA
 
 PW = "correct-horse-battery-staple"
 # One charger per served version (ids as the world fixtures register them).

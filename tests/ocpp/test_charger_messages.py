@@ -9,18 +9,18 @@ import time
 
 import pytest
 from ocpp.v16 import call as c16
-from certd.ocpp import auth, charger_registry
+from certd.ocpp import charger_registry
 from certd.rollover.provision import Provisioner
-from tests.ocpp.conftest import HOST, basic, boot16, boot201, charge_point, make_config, open_ws, run, running
-from tests.ocpp.pki import store_current
+from tests.ocpp.conftest import PASSWORD as PW
+from tests.ocpp.conftest import HOST, basic, boot16, boot201, charge_point, make_config, open_ws, register, run, running
+from tests.pki import store_current
 
-PW = "correct-horse-battery-staple"
 
 @pytest.fixture
 def world(ca, engine):  # type: ignore[no-untyped-def]
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
-    charger_registry.insert_charger(engine, "CP1", password_hash=auth.hash_password(PW), registration="pending", heartbeat_class="default")
-    charger_registry.insert_charger(engine, "CP2", password_hash=auth.hash_password(PW), heartbeat_class="default")
+    register(engine, "CP1", registration="pending")
+    register(engine, "CP2")
     return engine
 
 

@@ -7,16 +7,17 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from certd.cli import main
 from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.store.db import make_engine
-from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, run
-from tests.ocpp.pki import store_current
+from tests.ocpp.conftest import HOST, basic, boot16, charge_point, client_context, register, run
+from tests.pki import store_current
+from tests.waits import wait_until
 
 
 @pytest.fixture
@@ -29,18 +30,8 @@ state_dir = "{tmp_path / 'state'}"
 name = "ocpp-rsa"
 domains = ["{HOST}"]
 
-[ocpp]
-trust_roots = ["{ca_file}"]
-reload_check_interval = 0
-heartbeat_classes = {{ wallbox = 120 }}
-
-[[ocpp.listeners]]
-name = "main"
-host = "{HOST}"
-bind = "127.0.0.1"
-port = 0
-certificates = ["ocpp-rsa"]
-''')
+{ocpp_toml([ocpp_listener("main", HOST, certificates=["ocpp-rsa"])], trust_roots=[ca_file],
+           reload_check_interval=0, heartbeat_classes={"wallbox": 120})}''')
     return path
 
 
@@ -108,9 +99,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(config_file, ca) -> None: 
     old_leaf = ca.issue([HOST], "rsa")
     store_current(engine, "ocpp-rsa", old_leaf)
     password = "serve-test-password-1"
-    for charger_id in ("CP1", "CP2"):
-        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(password),
-                                heartbeat_class="default")
+    register(engine, "CP1", "CP2", password=password)
     process = subprocess.Popen(
         [sys.executable, "-m", "certd", "--config", str(config_file), "serve"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -138,11 +127,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(config_file, ca) -> None: 
         new_leaf = ca.issue([HOST], "rsa")
         store_current(engine, "ocpp-rsa", new_leaf)
         os.kill(process.pid, signal.SIGHUP)
-        delay, deadline = 0.02, time.monotonic() + 20
-        while run(serial_seen("CP2")) != new_leaf.serial:
-            assert time.monotonic() < deadline, "SIGHUP did not reload the certificate"
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        wait_until(lambda: run(serial_seen("CP2")) == new_leaf.serial, 20, "SIGHUP to reload the certificate")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:

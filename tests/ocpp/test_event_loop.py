@@ -17,13 +17,12 @@ from ocpp.v16 import call
 
 from certd.runtime import eventloop
 from certd.errors import CertdError
-from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener
 from tests.ocpp.conftest import (
-    HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
+    HOST, PASSWORD, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
-PASSWORD = "correct-horse-battery-staple"
 LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
     eventloop.choose("auto")[0] != "uvloop", reason="uvloop is not installed"))]
 
@@ -53,21 +52,12 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(monkeypatch) -> N
         eventloop.run(never_started())
 
 
-@pytest.fixture
-def store(engine):  # type: ignore[no-untyped-def]
-    for charger_id in ("CP1", "CP2"):
-        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
-                                heartbeat_class="gsm")
-    return engine
-
-
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_live_swap_on_each_loop(ca, ca_file, store, monkeypatch, loop_name) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv(eventloop.ENV_VAR, loop_name)
     old_leaf = ca.issue([HOST], "rsa")
     store_current(store, "rsa", old_leaf)
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "certificates": ["rsa"], "tls_profile": "gsm"}]
+    listeners = [ocpp_listener("main", HOST, certificates=["rsa"], tls_profile="gsm")]
 
     async def main() -> None:
         assert type(asyncio.get_running_loop()).__module__.split(".")[0] == loop_name

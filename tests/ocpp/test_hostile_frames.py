@@ -20,7 +20,7 @@ from tests.ocpp.hostile import (
     CHARGER, PW, assert_call_error, assert_closed_with, assert_still_served, answer_to, raw_ws,
     scanned_logs, wait_for,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 HUGE = "9" * 5000  # thousands of digits: int() would refuse it, json recursion is not involved
 DEEP = "[" * 5000 + "]" * 5000  # thousands deep: json.loads would raise RecursionError

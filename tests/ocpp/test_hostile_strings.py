@@ -25,7 +25,7 @@ from tests.ocpp.hostile import (
     CHARGER, PW, answer_to, assert_call_error, assert_still_served, raw_ws, scan_logs,
     scanned_logs,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
 # 13 characters: fits OCPP's shortest string fields (20).
 HOSTILE = "\x00\r\n\x1b[2J\u2028\u2029\x85\x7f\u202e\ud800"

@@ -9,23 +9,20 @@ import pytest
 from sqlmodel import select
 from websockets.exceptions import InvalidStatus
 
-from certd.ocpp import auth, charger_registry
+from certd.ocpp import auth
 from certd.ocpp.server import DUMMY_HASH_CHECKED
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import session_scope
-from tests.ocpp.conftest import HOST, basic, client_context, make_config, open_ws, run, running
-from tests.ocpp.pki import store_current
+from tests.ocpp.conftest import HOST, PASSWORD, basic, client_context, make_config, open_ws, register, run, running
+from tests.pki import store_current
 
-PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture
 def world(ca, engine):  # type: ignore[no-untyped-def]
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
-    charger_registry.insert_charger(engine, "CP1", password_hash=auth.hash_password(PASSWORD),
-                            heartbeat_class="gsm")
-    charger_registry.insert_charger(engine, "OFF1", password_hash=auth.hash_password(PASSWORD),
-                            heartbeat_class="gsm", enabled=False)
+    register(engine, "CP1", heartbeat_class="gsm")
+    register(engine, "OFF1", heartbeat_class="gsm", enabled=False)
     return engine
 
 

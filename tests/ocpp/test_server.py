@@ -10,24 +10,22 @@ from sqlmodel import select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.db import session_scope
 from tests.ocpp.conftest import (
-    HOST, basic, boot16, boot201, charge_point, make_config, open_ws, run, running,
+    HOST, PASSWORD, basic, boot16, boot201, charge_point, make_config, open_ws, register, run, running,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
 
-PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture
 def world(ca, ca_file, engine):  # type: ignore[no-untyped-def]
     """Store with a current RSA certificate and two known chargers (gsm and default class)."""
     store_current(engine, "rsa", ca.issue([HOST], "rsa"))
-    charger_registry.insert_charger(engine, "GSM-0001", password_hash=auth.hash_password(PASSWORD),
-                            heartbeat_class="gsm")
-    charger_registry.insert_charger(engine, "DE*BMW*0123456789", password_hash=auth.hash_password(PASSWORD),
-                            heartbeat_class="default")
+    register(engine, "GSM-0001", heartbeat_class="gsm")
+    register(engine, "DE*BMW*0123456789")
     return engine
 
 
@@ -206,6 +204,7 @@ def test_unknown_charger_policies(ca, ca_file, world, policy, expected_status, e
             async with open_ws(service, "/ocpp/NEW-001", ca, headers=headers) as ws:
                 async with charge_point(ws, "ocpp1.6", "NEW-001") as cp:
                     assert (await cp.call(boot16())).status == expected_status
+            await service.shared.writer.flush()  # first-contact rows are written in batches
             record = charger_registry.lookup(world, "NEW-001")
             assert record.registration == expected_registration
             assert auth.verify_password(record.password_hash, "first-use-password-42")
@@ -257,7 +256,7 @@ def test_insecure_listener_is_profile_1_with_a_warning(ca_file, world, caplog) -
 
     from websockets.asyncio.client import connect
 
-    listeners = [{"name": "lan", "host": HOST, "bind": ["127.0.0.1"], "port": 0, "insecure": True}]
+    listeners = [ocpp_listener("lan", HOST, insecure=True)]
 
     async def main() -> None:
         with caplog.at_level(logging.WARNING, logger="certd.ocpp"):

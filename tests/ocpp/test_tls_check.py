@@ -14,7 +14,7 @@ from certd.serve.tls import (
     name_covers,
     prepare,
 )
-from tests.ocpp.pki import MiniCA, new_key
+from tests.pki import MiniCA, new_key
 
 HOST = "ocpp.example.test"
 

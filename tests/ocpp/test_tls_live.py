@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -13,26 +12,18 @@ import pytest
 from ocpp.v16 import call
 
 from certd.errors import CertdError
-from certd.ocpp import auth, charger_registry
+from certd.sandbox.certd_config import ocpp_listener
 from certd.store.types import utcnow
 from tests.ocpp.conftest import (
-    HOST, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
+    HOST, PASSWORD, basic, boot16, charge_point, client_context, make_config, open_ws, peer_serial, run, running,
 )
-from tests.ocpp.pki import store_current
+from tests.pki import store_current
+from tests.waits import until
 
-PASSWORD = "correct-horse-battery-staple"
 AUTH = basic("CP1", PASSWORD)
 AUTH2 = basic("CP2", PASSWORD)  # a second charger: a new socket for CP1 would replace the old one
 GSM_CIPHERS = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
                "AES128-GCM-SHA256", "AES256-GCM-SHA384"]
-
-
-@pytest.fixture
-def store(engine):  # type: ignore[no-untyped-def]
-    for charger_id in ("CP1", "CP2"):
-        charger_registry.insert_charger(engine, charger_id, password_hash=auth.hash_password(PASSWORD),
-                                heartbeat_class="gsm")
-    return engine
 
 
 def tls12(ca, ciphers: str) -> ssl.SSLContext:  # type: ignore[no-untyped-def]
@@ -42,20 +33,9 @@ def tls12(ca, ciphers: str) -> ssl.SSLContext:  # type: ignore[no-untyped-def]
     return ctx
 
 
-async def until(predicate, what: str, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll with growing intervals (no fixed sleeps)."""
-    delay, deadline = 0.01, time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.25)
-
-
 def test_gsm_profile_accepts_exactly_the_listed_ciphers(ca, ca_file, store) -> None:  # type: ignore[no-untyped-def]
     store_current(store, "rsa", ca.issue([HOST], "rsa"))
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "certificates": ["rsa"], "tls_profile": "gsm", "paths": ["/ocpp/{id}"]}]
+    listeners = [ocpp_listener("main", HOST, certificates=["rsa"], tls_profile="gsm", paths=["/ocpp/{id}"])]
 
     async def main() -> None:
         async with running(make_config(ca_file, listeners=listeners), store) as service:
@@ -84,8 +64,7 @@ def test_rsa_and_ecdsa_clients_each_get_their_certificate_also_without_sni(ca, c
     rsa_leaf, ec_leaf = ca.issue([HOST], "rsa"), ca.issue([HOST], "ec")
     store_current(store, "rsa", rsa_leaf)
     store_current(store, "ec", ec_leaf)
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "certificates": ["rsa", "ec"], "tls_profile": "modern"}]
+    listeners = [ocpp_listener("main", HOST, certificates=["rsa", "ec"], tls_profile="modern")]
 
     async def main() -> None:
         async with running(make_config(ca_file, listeners=listeners), store) as service:
@@ -223,8 +202,7 @@ def test_listener_whose_port_was_busy_opens_on_a_later_reload(ca, ca_file, store
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        config = make_config(ca_file, listeners=[{"name": "main", "host": HOST, "bind": ["127.0.0.1"],
-                                                  "port": port, "certificates": ["rsa"]}])
+        config = make_config(ca_file, listeners=[ocpp_listener("main", HOST, port=port, certificates=["rsa"])])
         async with running(config, store) as service:
             assert service.listener("main").ports == []
             store_current(store, "rsa", ca.issue([HOST], "rsa"))
@@ -254,8 +232,7 @@ def test_files_written_by_another_tool_are_watched(ca, ca_file, store, tmp_path)
 
     first = ca.issue([HOST], "ec")
     write(first)
-    listeners = [{"name": "main", "host": HOST, "bind": ["127.0.0.1"], "port": 0,
-                  "cert_files": [{"fullchain": str(fullchain), "privkey": str(privkey)}]}]
+    listeners = [ocpp_listener("main", HOST, cert_files=[{"fullchain": str(fullchain), "privkey": str(privkey)}])]
 
     async def main() -> None:
         async with running(make_config(ca_file, listeners=listeners, reload_check_interval=0.05), store) as service:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,12 @@ from certd.rollover.alerts import ForcedSwitch
 from certd.rollover.engine import RolloverEngine
 from certd.ocpp.service import OcppService
 from certd.sandbox import PebbleServer, SandboxWorld
-from certd.sandbox.certd_config import TOKEN_ENV, sandbox_config_toml, toml_str
+from certd.sandbox.certd_config import TOKEN_ENV, ocpp_listener, ocpp_toml, sandbox_config_toml, toml_str
 from certd.store.db import make_engine, session_scope, upgrade
 from certd.store.models import IssuedCertificate
 from certd.store.rollover import RolloverCharger, RolloverGate
 from tests.rollover.sim import Behavior, SimCharger
+from tests.waits import until  # noqa: F401  (the rollover tests import it from here)
 
 HOST = "ocpp.example.com"
 LISTENER = "main"
@@ -44,16 +44,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def until(predicate: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll with growing intervals (no fixed sleeps)."""
-    delay, deadline = 0.01, time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 def run(coro: Any, limit: float = 90) -> Any:
@@ -152,6 +142,9 @@ class Fleet:
 
 
 def fleet_toml(anchors: Path, roots_file: Path, port: int, rollover: str = "") -> str:
+    ocpp = ocpp_toml([ocpp_listener(LISTENER, HOST, port=port, certificates=["ocpp"])],
+                     unknown_chargers="accept",  # registered chargers without a password (profile 2 auth is tested elsewhere)
+                     reload_check_interval=0, call_timeout=10, trust_roots=[roots_file])
     return f"""
 [trust.anchor_sets]
 pebble = {toml_str(anchors)}
@@ -160,19 +153,7 @@ pebble = {toml_str(anchors)}
 name = "fleet"
 anchors = "pebble"
 
-[ocpp]
-unknown_chargers = "accept"  # registered chargers without a password (profile 2 auth is tested elsewhere)
-reload_check_interval = 0
-call_timeout = 10
-trust_roots = [{toml_str(roots_file)}]
-
-[[ocpp.listeners]]
-name = "{LISTENER}"
-host = "{HOST}"
-bind = ["127.0.0.1"]
-port = {port}
-certificates = ["ocpp"]
-
+{ocpp}
 [rollover]
 boot_wait = 2
 check_interval = 1

@@ -10,7 +10,7 @@ import pytest
 from certd.rollover import gates as rules
 from certd.trust.certs import from_x509
 from certd.rollover.gates import ChargerView, Identity, identity_of
-from tests.trust import pki
+from tests import pki
 
 NOW = dt.datetime(2026, 6, 1, 12, tzinfo=dt.timezone.utc)
 

@@ -15,16 +15,17 @@ from certd.config import parse_config
 from certd.errors import ConfigError
 from certd.ocpp import charger_registry
 from certd.rollover.engine import RolloverEngine
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.ocpp.service import OcppService
 from certd.store.db import make_engine, session_scope, upgrade
-from certd.store.models import IssuedCertificate, ManagedCertificate
+from certd.store.models import IssuedCertificate
 from certd.store.rollover import RolloverCharger, RolloverGate
 from certd.store.types import utcnow
 from certd.rollover.gate_store import gate_specs, listener_status
 from certd.trust.track import on_issued
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
-from tests.trust import pki
+from tests import pki
 
 HOST = "ocpp.example.test"
 
@@ -45,18 +46,8 @@ lab = {json.dumps(str(tmp / 'anchors'))}
 name = "fleet"
 anchors = "lab"
 
-[ocpp]
-unknown_chargers = "accept"
-reload_check_interval = 0
-trust_roots = [{json.dumps(str(tmp / 'roots.pem'))}]
-
-[[ocpp.listeners]]
-name = "main"
-host = "{HOST}"
-bind = ["127.0.0.1"]
-port = 0
-certificates = ["ocpp"]
-
+{ocpp_toml([ocpp_listener("main", HOST, certificates=["ocpp"])], unknown_chargers="accept",
+           reload_check_interval=0, trust_roots=[tmp / "roots.pem"])}
 [rollover]
 boot_wait = 0.5
 check_interval = 1
@@ -67,20 +58,7 @@ call_timeout = 5
 
 def store_issued(engine: sa.Engine, leaf: pki.Ca, chain: list[pki.Ca],
                  alternates: list[list[pki.Ca]] | None = None) -> IssuedCertificate:
-    with session_scope(engine) as session:
-        row = IssuedCertificate(
-            name="ocpp", domains=HOST, key_type="rsa2048", serial=f"{leaf.cert.serial_number:x}",
-            not_before=leaf.cert.not_valid_before_utc, not_after=leaf.cert.not_valid_after_utc,
-            issuer="test", cert_pem=leaf.pem, chain_pem=pki.pem_of(*chain), key_pem=pki.key_pem(leaf.key),
-            chain_fingerprints="[]",
-            alternate_chains=json.dumps([leaf.pem + pki.pem_of(*alt) for alt in alternates or []]),
-            directory_url="https://acme.test/directory")
-        session.add(row)
-        session.flush()
-        managed = session.get(ManagedCertificate, "ocpp") or ManagedCertificate(name="ocpp")
-        managed.current_id = row.id
-        session.add(managed)
-    return row
+    return pki.store_issued(engine, "ocpp", [HOST], leaf, chain, alternates=alternates)
 
 
 @dataclass

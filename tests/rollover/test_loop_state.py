@@ -29,7 +29,7 @@ from certd.trust.track import on_issued
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
 from tests.rollover.test_engine import HOST, store_issued, two_root_lab
-from tests.trust import pki
+from tests import pki
 
 
 def in_thread(action: Callable[[], Any]) -> BaseException | None:

@@ -17,10 +17,10 @@ from certd.rollover.provision import Provisioner
 from certd.ocpp.service import OcppService
 from certd.trust.certs import from_x509
 from tests.ocpp.conftest import HOST, make_config
-from tests.ocpp.pki import MiniCA, store_current
+from tests.pki import MiniCA, store_current
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
-from tests.trust import pki
+from tests import pki
 
 
 # -- CertID hash data (pure) -------------------------------------------------------------------

@@ -19,7 +19,7 @@ from certd.trust.track import on_issued, refresh_bundles
 from tests.rollover.conftest import run, until
 from tests.rollover.sim import Behavior, SimCharger
 from tests.rollover.test_engine import HOST, config_text, store_issued, two_root_lab
-from tests.trust import pki
+from tests import pki
 
 
 def test_arc_charger_is_given_new_priority_roots_within_the_same_bundle_version(tmp_path: Path) -> None:

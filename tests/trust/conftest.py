@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from certd.config import Config, parse_config
-from certd.store.db import make_engine, session_scope, upgrade
-from certd.store.models import IssuedCertificate, ManagedCertificate
-from tests.trust import pki
-
-
-def toml_str(value: object) -> str:
-    return json.dumps(str(value))
+from certd.sandbox.certd_config import toml_str
+from certd.store.db import make_engine, upgrade
+from certd.store.models import IssuedCertificate
+from tests import pki
 
 
 @dataclass
@@ -48,21 +44,8 @@ class TrustWorld:
               alternates: list[list[pki.Ca]] | None = None,
               issued_at: dt.datetime | None = None) -> IssuedCertificate:
         """Store an issuance row as the issuance flow would (cert, chain, alternate full chains)."""
-        with session_scope(self.engine) as session:
-            row = IssuedCertificate(
-                name=name, domains=",".join(domains), key_type="rsa2048",
-                serial=f"{leaf.cert.serial_number:x}", not_before=leaf.cert.not_valid_before_utc,
-                not_after=leaf.cert.not_valid_after_utc, issuer="test", cert_pem=leaf.pem,
-                chain_pem=pki.pem_of(*chain), key_pem=pki.key_pem(leaf.key), chain_fingerprints="[]",
-                alternate_chains=json.dumps([leaf.pem + pki.pem_of(*alt) for alt in alternates or []]),
-                directory_url="https://acme.test/directory", issued_at=issued_at or pki.NOW,
-            )
-            session.add(row)
-            session.flush()
-            managed = session.get(ManagedCertificate, name) or ManagedCertificate(name=name)
-            managed.current_id = row.id
-            session.add(managed)
-        return row
+        return pki.store_issued(self.engine, name, domains, leaf, chain, alternates=alternates,
+                                issued_at=issued_at or pki.NOW)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from certd.trust.bundles import (
 )
 from certd.trust.certs import from_x509
 from certd.trust.chains import AnchorSet, build_path
-from tests.trust import pki
+from tests import pki
 
 NOW = pki.NOW
 

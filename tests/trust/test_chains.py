@@ -7,7 +7,7 @@ import pytest
 from certd.trust import UnanchoredChainError
 from certd.trust.certs import from_x509, parse_pem_bundle
 from certd.trust.chains import CROSS_SIGN, INTERMEDIATE, ROOT, AnchorSet, build_path
-from tests.trust import pki
+from tests import pki
 
 
 def anchors(*roots: pki.Ca, name: str = "test") -> AnchorSet:

@@ -15,8 +15,9 @@ from certd.doctor.base import FAIL, PASS, WARN
 from certd.doctor import dns_checks, tls_checks
 from certd.dns.cloudflare import CloudflareDNS
 from certd.errors import CertdError
+from certd.sandbox.certd_config import ocpp_listener, ocpp_toml
 from certd.trust.track import on_issued
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml, toml_str
 from tests.trust.tls_server import TlsServer
 
@@ -225,11 +226,9 @@ def test_doctor_against_certd_ocpp_listener_with_gsm_profile(world, cf_world, ca
     for written in ("fullchain.pem", "privkey.pem"):  # the listener waits until files have settled
         os.utime(tmp_path / written, (pki.NOW.timestamp() - 60, pki.NOW.timestamp() - 60))
     (tmp_path / "root.pem").write_text(root.pem)
-    ocpp = (f'[ocpp]\nreload_check_interval = 0\ntrust_roots = [{toml_str(tmp_path / "root.pem")}]\n'
-            f'[[ocpp.listeners]]\nname = "main"\nhost = "{HOST}"\n'
-            f'bind = ["127.0.0.1"]\nport = 0\ntls_profile = "gsm"\n'
-            f'cert_files = [{{ fullchain = {toml_str(tmp_path / "fullchain.pem")}, '
-            f'privkey = {toml_str(tmp_path / "privkey.pem")} }}]\n')
+    ocpp = ocpp_toml([ocpp_listener("main", HOST, tls_profile="gsm", cert_files=[
+        {"fullchain": tmp_path / "fullchain.pem", "privkey": tmp_path / "privkey.pem"}])],
+        reload_check_interval=0, trust_roots=[tmp_path / "root.pem"])
     config = world.config(bundle_toml(world.anchors_dir),
                           certificates=f'[[certificates]]\nname = "ocpp"\ndomains = ["{HOST}"]\n', extra=ocpp)
     on_issued(config, world.engine, world.issue("ocpp", [HOST], leaf, [inter]), deliver=False)

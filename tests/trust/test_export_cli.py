@@ -16,7 +16,7 @@ from certd.trust import TrustError, versions
 from certd.trust.export import export_version
 from certd.trust.quectel import format_checksum, xor16
 from certd.trust.track import on_issued
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml
 
 

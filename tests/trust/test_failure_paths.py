@@ -18,7 +18,7 @@ from certd.store.types import utcnow
 from certd.trust import outbox, versions
 from certd.trust.quectel import format_checksum, xor16
 from certd.trust.track import on_issued, refresh_bundles
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml, toml_str
 from tests.trust.registry_server import RegistryServer
 

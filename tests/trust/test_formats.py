@@ -17,7 +17,7 @@ from certd.errors import ConfigError
 from certd.trust.certs import parse_pem_bundle
 from certd.trust.export import export_is_current, export_version, render
 from certd.trust.formats import Renderer, VersionToExport, renderer_for
-from tests.trust import pki
+from tests import pki
 
 
 def version_of(seq: int, *cas: pki.Ca) -> VersionToExport:

@@ -18,7 +18,7 @@ from certd.store.trust import TrustDelivery, TrustDeliveryAttempt
 from certd.trust import outbox
 from certd.trust.http_registry import classify
 from certd.trust.track import on_issued
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml
 from tests.trust.registry_server import RegistryServer
 

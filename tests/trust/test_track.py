@@ -13,7 +13,7 @@ from certd.store.db import session_scope
 from certd.store.trust import TrustBundleVersion, TrustCaCertificate, TrustChainLink, TrustDelivery
 from certd.trust import UnanchoredChainError, versions
 from certd.trust.track import on_issued, refresh_bundles
-from tests.trust import pki
+from tests import pki
 from tests.trust.conftest import bundle_toml
 
 REGISTRY = """

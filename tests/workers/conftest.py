@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect
 
 from certd.sandbox.certd_config import toml_str
 from certd.store.db import make_engine, upgrade
-from tests.ocpp.pki import MiniCA, store_current
+from tests.pki import MiniCA, store_current
 
 HOST = "ocpp.workers.test"
 NODE = "box"
@@ -107,7 +107,6 @@ class Box:
         listener.bind(str(path))
         listener.settimeout(timeout)
         env = dict(os.environ, NOTIFY_SOCKET=str(path))
-        env.pop("CERTD_STORE_KEY", None)
         log = open(self.log_path, "a")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "certd", "--config", str(self.config_path), "run"],
@@ -151,11 +150,13 @@ class Box:
 
 @pytest.fixture
 def make_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Box]]:
-    monkeypatch.delenv("CERTD_STORE_KEY", raising=False)
+    """`db_url`: PostgreSQL (the pg_url fixture, which sets the store key); default SQLite, keyless."""
     boxes: list[Box] = []
 
-    def build(workers: int = 2) -> Box:
-        url = f"sqlite:///{tmp_path / 'certd.db'}"
+    def build(workers: int = 2, db_url: str | None = None) -> Box:
+        if db_url is None:
+            monkeypatch.delenv("CERTD_STORE_KEY", raising=False)
+        url = db_url or f"sqlite:///{tmp_path / 'certd.db'}"
         upgrade(url)
         box = Box(tmp_path, MiniCA("workers"), free_port(), workers, url, make_engine(url))
         box.issue()
@@ -214,7 +215,7 @@ class Fleet:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def charger(self, charger_id: str) -> None:
-        from ocpp.v16 import ChargePoint, call
+        from ocpp.v16 import call
 
         ctx = ssl.create_default_context(cadata=self.ca_pem)
         while not self.stop.is_set():
@@ -223,7 +224,7 @@ class Fleet:
                                    server_hostname=HOST, subprotocols=["ocpp1.6"],
                                    open_timeout=15) as ws:
                     self.connects[charger_id] += 1
-                    cp = ChargePoint(charger_id, ws, response_timeout=15)
+                    cp = charge_point_class()(charger_id, ws, response_timeout=15)
                     reader = asyncio.ensure_future(cp.start())
                     boot = await cp.call(call.BootNotification(charge_point_vendor="Test",
                                                                charge_point_model="Workers"))
@@ -247,6 +248,20 @@ class Fleet:
         while len(self.online) < count:
             assert time.monotonic() < deadline, f"{len(self.online)}/{count} chargers online"
             await asyncio.sleep(0.05)
+
+
+def charge_point_class():  # type: ignore[no-untyped-def]
+    """An `ocpp` 1.6 charger that answers GetConfiguration (what `certd nodes call` asks here)."""
+    from ocpp.routing import on
+    from ocpp.v16 import ChargePoint, call_result
+
+    class Charger(ChargePoint):  # type: ignore[misc]
+        @on("GetConfiguration")
+        async def on_get_configuration(self, **_: object):  # type: ignore[no-untyped-def]
+            return call_result.GetConfiguration(
+                configuration_key=[{"key": "ChargePointId", "readonly": True, "value": self.id}])
+
+    return Charger
 
 
 def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:

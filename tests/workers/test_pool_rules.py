@@ -6,6 +6,8 @@ import asyncio
 import signal
 import socket
 
+import pytest
+
 from certd.config import Config
 from certd.runtime import eventloop
 from certd.runtime.workers import (
@@ -24,14 +26,17 @@ def config(**ocpp: object) -> Config:
                                   ], **ocpp}})
 
 
-def test_each_worker_is_its_own_node_and_gets_the_pool_ports() -> None:
+def test_each_worker_is_its_own_node_and_gets_the_pool_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CERTD_NODE_NAME", raising=False)
     base = config(node_name="box", workers=3)
     assert [worker_node_name(base, i) for i in (1, 2, 3)] == ["box-w1", "box-w2", "box-w3"]
-    mine = worker_config(base, 2, {1: 41234})
-    assert mine.ocpp.node_name == "box-w2"
+    named = Config.model_validate({**base.model_dump(), "node": {"name": "node-a"}})
+    assert worker_node_name(named, 2) == "node-a-w2"  # [node] name wins over [ocpp] node_name
+    monkeypatch.setenv("CERTD_NODE_NAME", "from-env")
+    assert worker_node_name(base, 1) == "from-env-w1"
+    mine = worker_config(base, {1: 41234})
     assert [listener.port for listener in mine.ocpp.listeners] == [8443, 41234]
-    assert base.ocpp.node_name == "box" and base.ocpp.listeners[1].port == 0  # untouched
-    assert worker_node_name(config(), 1).endswith("-w1")  # default: host name
+    assert base.ocpp.listeners[1].port == 0  # untouched
     assert Config().ocpp.workers == 1
 
 
