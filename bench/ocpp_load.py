@@ -42,6 +42,7 @@ Loopback only; every phase is bounded in time.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import multiprocessing as mp
 import os
@@ -355,6 +356,9 @@ def main() -> int:
     parser.add_argument("--db-url", help="store URL (default: SQLite in a temp dir)")
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
                         help="server event loop (default: CERTD_EVENT_LOOP, else uvloop if installed)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run `certd run` with [ocpp] workers = 1, then N, and a reconnect storm "
+                             "after a restart in each (bench/ocpp_workers.py)")
     parser.add_argument("--server-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.server_child:
@@ -363,6 +367,13 @@ def main() -> int:
         parser.error("bounded runs only: 1-20000 chargers, --hold <= 600 s, 1-5 rounds")
     if args.auth == "mtls" and (args.unknown or args.compare or args.mixed):
         parser.error("--auth mtls: registered chargers with their certificates only")
+    if args.db_url:  # certd refuses to store private keys in PostgreSQL unencrypted
+        os.environ.setdefault("CERTD_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    if args.workers:
+        from ocpp_workers import run_workers
+
+        run_workers(args)
+        return 0
     if args.compare:
         pairs = []
         for _ in range(args.rounds):  # alternating, so a shared host's load swings hit both

@@ -13,7 +13,7 @@ target_metadata = SQLModel.metadata
 
 def run_migrations() -> None:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
-    engine = make_engine(url)
+    engine = make_engine(url, config.attributes.get("store"))
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -9,7 +9,9 @@ Fixtures
   example.net and a full-access token (`.emulator`, `.dns_addr`, `.token`,
   `.base_url`, `.zone_ids`, `.store`, `.dns`).
 - pebble: a PebbleServer validating DNS-01 against cf_world's DNS server.
-- pg_url: a fresh PostgreSQL database (dropped afterwards), as a SQLAlchemy URL.
+- pg_url: a fresh PostgreSQL database (dropped afterwards), as a SQLAlchemy URL; sets
+  CERTD_STORE_KEY to a fresh key (certd refuses to store private keys in PostgreSQL
+  unencrypted, see certd.store.sealing).
 - db_url: parametrized over "sqlite" (temp file) and "postgresql" (pg_url).
 
 Add feature-specific fixtures in a conftest.py inside your own test folder.
@@ -57,9 +59,13 @@ def pebble(cf_world: SandboxWorld) -> Iterator[PebbleServer]:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    import base64
+
     import psycopg
     from psycopg import sql
+
+    monkeypatch.setenv("CERTD_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
 
     name = f"certd_test_{uuid.uuid4().hex[:12]}"
     try:

@@ -21,5 +21,5 @@ def open_store(config: Config, upgrade: bool = True) -> "sa.Engine":
     from certd.store.db import upgrade as upgrade_schema
 
     if upgrade:
-        upgrade_schema(config.db_url)
-    return make_engine(config.db_url)
+        upgrade_schema(config.db_url, store=config.store)
+    return make_engine(config.db_url, config.store)

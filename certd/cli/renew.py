@@ -78,7 +78,7 @@ def _open_without_writing(config):  # type: ignore[no-untyped-def]
     url = make_url(config.db_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         return None
-    engine = make_engine(config.db_url)
+    engine = make_engine(config.db_url, config.store)
     if database_heads(engine) != script_heads():
         raise CertdError("the database schema is not current; run `certd db upgrade` (or `certd run`) "
                          "first, or leave out --dry-run")

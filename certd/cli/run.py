@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser(
         "run", help="keep certificates renewed and deployed (foreground service, for systemd)",
         description="Check every certificate, renew what is due (ARI first, then the backstop), "
-                    "redeploy and retry hooks, until SIGTERM/SIGINT. SIGHUP reloads the config.",
+                    "redeploy and retry hooks, until SIGTERM/SIGINT. SIGHUP reloads the config. "
+                    "With [ocpp] workers > 1 this process supervises that many OCPP worker "
+                    "processes sharing the listening ports.",
     )
     parser.set_defaults(func=_run, default_log_level="info")
 
@@ -31,7 +33,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose < 2:
         # The ocpp library logs every frame at INFO: too much for thousands of chargers.
         logging.getLogger("certd.ocpp.protocol").setLevel(logging.WARNING)
-    daemon = Daemon(resolve_config_path(args.config), config)
+    config_path = resolve_config_path(args.config)
+    if config.ocpp.enabled and config.ocpp.listeners and config.ocpp.workers > 1:
+        import functools
+
+        from certd.runtime.workers import WorkerPool
+
+        pool = functools.partial(WorkerPool, config_path=config_path, verbosity=args.verbose)
+        daemon = Daemon(config_path, config, services_factory=pool)
+    else:
+        daemon = Daemon(config_path, config)
     code = eventloop.run(daemon.run())  # uvloop when installed (cheaper TLS for the OCPP endpoint)
     if daemon.stuck_threads:
         # A worker thread is stuck in a blocking call; the interpreter would wait for it

@@ -13,6 +13,10 @@ from certd.cli import context
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("serve", help="run the OCPP endpoint (chargers connect over WSS)")
+    # Set by `certd run` for its worker processes ([ocpp] workers > 1, certd.runtime.workers).
+    parser.add_argument("--worker", type=int, metavar="K", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-ports", help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=_serve, default_log_level="info")
 
 
@@ -28,6 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.verbose < 2:
         # The ocpp library logs every frame at INFO: too much for thousands of chargers.
         logging.getLogger("certd.ocpp.protocol").setLevel(logging.WARNING)
+    if args.worker is not None:
+        return _serve_as_worker(args, config)
     engine = context.open_store(config)
     return eventloop.run(_run(config, engine))  # uvloop when installed: cheaper TLS per charger
 
@@ -80,3 +86,25 @@ async def _run(config, engine) -> int:  # type: ignore[no-untyped-def]
             await rollover.close()
         await service.close()
     return 0
+
+
+def _serve_as_worker(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
+    """One of `certd run`'s OCPP workers: the supervisor upgraded the store and runs the scheduler."""
+    import logging
+
+    import os
+
+    from certd.config import resolve_config_path
+    from certd.config.node import NODE_NAME_ENV, node_name
+    from certd.runtime import eventloop
+    from certd.runtime.worker import Worker, tag_log_lines
+    from certd.runtime.workers import parse_ports, worker_node_name
+
+    if not args.verbose:  # as `certd run` does: the config's level unless -v/-vv
+        logging.getLogger().setLevel(config.log_level.upper())
+    if NODE_NAME_ENV not in os.environ:  # started by hand, not by `certd run`
+        os.environ[NODE_NAME_ENV] = worker_node_name(config, args.worker)
+    tag_log_lines(node_name(config))
+    worker = Worker(resolve_config_path(args.config), config, args.worker,
+                    parse_ports(args.worker_ports), args.supervisor_fd)
+    return eventloop.run(worker.run())

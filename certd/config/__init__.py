@@ -25,6 +25,7 @@ from certd.config.node import NodeConfig
 from certd.config.http import HttpConfig
 from certd.config.ocpp import OcppConfig
 from certd.config.rollover import RolloverConfig
+from certd.config.store import StoreConfig
 from certd.config.trust import MqttRegistryConfig, TrustConfig
 from certd.errors import ConfigError
 
@@ -33,7 +34,7 @@ CONFIG_ENV = "CERTD_CONFIG"
 
 __all__ = [
     "Config", "AcmeConfig", "CertificateConfig", "TargetConfig", "CloudflareConfig",
-    "DnsConfig", "load_config", "parse_config", "resolve_config_path",
+    "DnsConfig", "StoreConfig", "load_config", "parse_config", "resolve_config_path",
 ]
 
 
@@ -41,6 +42,8 @@ class Config(Section):
     state_dir: str = "/var/lib/certd"
     # SQLAlchemy URL; default: sqlite file in state_dir. PostgreSQL: postgresql+psycopg://...
     database_url: str | None = None
+    # Where the key encrypting private keys in the store comes from, see certd/config/store.py.
+    store: StoreConfig = StoreConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     acme: AcmeConfig = AcmeConfig()
     cloudflare: CloudflareConfig = CloudflareConfig()
@@ -82,6 +85,8 @@ class Config(Section):
     def secret_env_names(self) -> tuple[str, ...]:
         """Every env var this config names as holding a secret: none of them reaches a hook."""
         names = set(self.cloudflare.secret_env_names())
+        if self.store.key_env:
+            names.add(self.store.key_env)
         if self.acme.eab and self.acme.eab.hmac_key_env:
             names.add(self.acme.eab.hmac_key_env)
         for registry in self.trust.registries:

@@ -147,8 +147,13 @@ class OcppConfig(Section):
     # PEM files with private roots (your own CA, Pebble) that complete a served chain;
     # public roots come from certifi.
     trust_roots: list[str] = []
-    # Identifies this process in the registry's "connected to" column (default: host name).
+    # Identifies this process in the registry's "connected to" column (default: host name);
+    # worker N of `certd run` is "<node_name>-wN".
     node_name: str | None = None
+    # Processes serving the listeners under `certd run` (each on every listening port, the
+    # kernel spreads new connections: SO_REUSEPORT); 1 = in the daemon's own process. With
+    # more, a supervisor runs the renewals and restarts a worker that dies. About one per core.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     # certd as the chargers' CA (security profile 3); see certd/config/charger_ca.py.
     charger_ca: ChargerCaConfig | None = None
 

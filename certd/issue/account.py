@@ -27,6 +27,7 @@ from certd.issue.keys import key_to_pem, load_key
 from certd.secrets import read_secret
 from certd.store.db import session_scope
 from certd.store.models import AcmeAccount
+from certd.store.sealing import policy_of
 
 log = logging.getLogger("certd.acme.account")
 _registration_lock = threading.Lock()
@@ -102,6 +103,8 @@ def acme_client_for(config: Config, engine: sa.Engine) -> acme_client.ClientV2:
     orders can run in threads at once on one account.
     """
     directory_url = config.acme.directory_url
+    # Before any order: a store that would refuse the new private key must not cost a CA order.
+    policy_of(engine).check_can_store()
     with _registration_lock:
         account = _find_or_create_key(engine, directory_url, config.acme.email)
         jwk = _jwk(account.key_pem)

@@ -63,6 +63,8 @@ class Shared:
     first_contact: FirstContactRegistrar
     hooks: list[ChargerHook] = field(default_factory=list)  # see OcppService.add_charger_hook
     enrollment: "Enrollment | None" = None  # SignCertificate handling when certd is the chargers' CA
+    # SO_REUSEPORT: several worker processes listen on the same ports (certd.runtime.workers).
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class Listener:
             write_limit=WRITE_LIMIT,
             server_header=None,
             backlog=1024,
+            reuse_port=self.shared.reuse_port or None,
             logger=ws_log,
         )
 

@@ -136,6 +136,7 @@ class OcppService:
         engine: sa.Engine,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
+        reuse_port: bool = False,
     ) -> None:
         errors = listener_certificate_errors(config.ocpp, [c.name for c in config.certificates])
         if errors:
@@ -160,6 +161,7 @@ class OcppService:
             sessions=sessions,
             first_contact=first_contact,
             hooks=[superseded.hook],
+            reuse_port=reuse_port,
         )
         self.charger_certs = (ChargerCertService(config, engine, self, clock=clock)
                               if self.ocpp.charger_ca is not None else None)

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("certd.daemon")
 
 T = TypeVar("T")
+ServicesFactory = Callable[[sa.Engine, Callable[[], dt.datetime]], OcppServices]
 
 CRASHED_CHECK_RETRY = dt.timedelta(minutes=5)
 WORKER_THREADS = 24  # created lazily; checks are bounded by [daemon] concurrency, the rest is small
@@ -71,7 +72,8 @@ class Daemon:
 
     def __init__(self, config_path: Path | None, config: Config, *,
                  clock: Callable[[], dt.datetime] = utcnow, notifier: Notifier | None = None,
-                 install_signals: bool = True, engine: sa.Engine | None = None) -> None:
+                 install_signals: bool = True, engine: sa.Engine | None = None,
+                 services_factory: ServicesFactory = OcppServices) -> None:
         self.config_path = config_path
         self.config = config
         self.engine = engine
@@ -94,6 +96,8 @@ class Daemon:
         # since the interpreter would wait for their threads at exit anyway.
         self._thread_waits: set[asyncio.Task[Any]] = set()
         self._services: OcppServices | None = None  # set once the store is open
+        # OcppServices in this process, or certd.runtime.workers.WorkerPool (`[ocpp] workers`).
+        self._services_factory = services_factory
         self._live_watch: LiveCopyWatcher | None = None
         self._mqtt: MqttService | None = None  # [mqtt]: Home Assistant entities, MQTT registries
         self.cluster: Cluster | None = None  # one node of several (PostgreSQL): certd.runtime.cluster
@@ -142,7 +146,7 @@ class Daemon:
         now = self._clock()
         for cert in self.config.certificates:
             self.schedule(cert.name, now)
-        self._services = OcppServices(self.engine, self._clock)
+        self._services = self._services_factory(self.engine, self._clock)
         await self._services.start(self.config)
         self._live_watch = LiveCopyWatcher(Path(self.config.state_dir) / "live", self._deployed_elsewhere)
         await self._live_watch.start()
@@ -425,8 +429,8 @@ class Daemon:
     def _open_store(self) -> sa.Engine:
         from certd.store.db import make_engine, upgrade
 
-        upgrade(self.config.db_url)
-        return make_engine(self.config.db_url)
+        upgrade(self.config.db_url, store=self.config.store)
+        return make_engine(self.config.db_url, self.config.store)
 
     async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

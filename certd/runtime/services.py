@@ -60,9 +60,11 @@ async def reload_quietly(service: ReloadableService, cert_name: str | None) -> N
 class OcppServices:
     """The OCPP endpoint and the rollover engine that drives it, started and stopped together."""
 
-    def __init__(self, engine: sa.Engine, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, engine: sa.Engine, clock: Callable[[], dt.datetime], *,
+                 reuse_port: bool = False) -> None:
         self._engine = engine
         self._clock = clock
+        self._reuse_port = reuse_port  # a worker of certd.runtime.workers shares its ports
         self.endpoint: OcppService | None = None
         self.rollover: RolloverEngine | None = None
         # Called after listeners re-read their material (certd.runtime.cluster records what they serve).
@@ -76,7 +78,7 @@ class OcppServices:
         from certd.ocpp.service import OcppService, tune_process_for_many_connections
 
         try:
-            service = OcppService(config, self._engine)
+            service = OcppService(config, self._engine, reuse_port=self._reuse_port)
             results = await service.start()
         except Exception as exc:  # noqa: BLE001 - renewals go on even if a port is taken
             log.error("OCPP endpoint did not start: %s", exc, exc_info=not isinstance(exc, CertdError))

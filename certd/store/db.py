@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from certd.config.store import StoreConfig
 from certd.errors import CertdError
-
 
 
 def _migrations_dir() -> Path:
@@ -45,13 +45,22 @@ def _prepare_sqlite_file(url: sa.engine.URL) -> None:
         os.close(fd)
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, store: StoreConfig | None = None) -> sa.Engine:
+    """The engine for `url`; private keys written through it are sealed as `store` says
+    (default: the key in $CERTD_STORE_KEY, if set). Statement parameters never appear
+    in errors or logs (they may hold a private key)."""
+    from certd.store.crypto import load_keyring
+    from certd.store.sealing import register
+
+    store = store or StoreConfig()
+    keyring = load_keyring(store)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed)
         engine = sa.create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 30}
+            parsed, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True,
         )
+        register(engine, keyring, store.key_setting())
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -64,7 +73,9 @@ def make_engine(url: str) -> sa.Engine:
     from certd.store.pg import keepalive_args
 
     extra = keepalive_args(parsed.query) if parsed.get_backend_name() == "postgresql" else {}
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=extra)
+    engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=extra, hide_parameters=True)
+    register(engine, keyring, store.key_setting())
+    return engine
 
 
 @contextmanager
@@ -74,17 +85,23 @@ def session_scope(engine: sa.Engine) -> Iterator[Session]:
         try:
             yield session
             session.commit()
+        except sa.exc.StatementError as exc:
+            session.rollback()
+            if isinstance(exc.orig, CertdError):  # e.g. no store key: the user's error, not SQL's
+                raise exc.orig from None
+            raise
         except BaseException:
             session.rollback()
             raise
 
 
-def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+def _alembic_config(url: str, store: StoreConfig | None = None):  # type: ignore[no-untyped-def]
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["url"] = url
+    cfg.attributes["store"] = store  # the migration that encrypts existing keys needs the key
     return cfg
 
 
@@ -115,10 +132,10 @@ def database_heads(engine: sa.Engine) -> set[str]:
     return {row[0] for row in rows}
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "heads", store: StoreConfig | None = None) -> None:
     """Bring the schema to `revision`; safe and cheap to call at every start."""
     if revision == "heads" and MIGRATIONS_DIR.is_dir():
-        engine = make_engine(url)
+        engine = make_engine(url, store)
         try:
             if database_heads(engine) == script_heads():
                 return
@@ -133,7 +150,7 @@ def upgrade(url: str, revision: str = "heads") -> None:
     try:
         if make_url(url).get_backend_name() == "sqlite":
             _prepare_sqlite_file(make_url(url))
-        command.upgrade(_alembic_config(url), revision)
+        command.upgrade(_alembic_config(url, store), revision)
     except sa.exc.OperationalError as exc:
         raise StoreError(f"cannot reach the database: {exc.orig}") from None
 

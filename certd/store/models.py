@@ -12,7 +12,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from certd.store.types import UTCDateTime, utcnow
+from certd.store.types import EncryptedText, UTCDateTime, utcnow
 
 
 def _ts(nullable: bool = False, default: bool = False) -> sa.Column:  # type: ignore[type-arg]
@@ -24,7 +24,9 @@ class AcmeAccount(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     directory_url: str = Field(sa_column=sa.Column(sa.String(512), unique=True, nullable=False))
-    key_pem: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    # Encrypted under the store key when one is configured (certd.store.sealing).
+    key_pem: str = Field(sa_column=sa.Column(EncryptedText("acme_account.key_pem"), nullable=False),
+                         repr=False)
     # The registration resource as JSON (acme RegistrationResource.json_dumps()); None until registered.
     registration_json: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     contact: str | None = None
@@ -44,7 +46,8 @@ class IssuedCertificate(SQLModel, table=True):
     issuer: str  # issuer CN of the leaf
     cert_pem: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     chain_pem: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    key_pem: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    key_pem: str = Field(sa_column=sa.Column(EncryptedText("issued_certificate.key_pem"), nullable=False),
+                         repr=False)  # never in a log line that prints the row
     # JSON list of SHA-256 fingerprints (hex) of the CA certificates in chain_pem, leaf-side first.
     chain_fingerprints: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     # JSON list of alternate chains offered by the CA (each a PEM string).

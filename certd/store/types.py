@@ -7,6 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from certd.store.sealing import policy_for
+
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite drops the offset)."""
@@ -31,3 +33,26 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class EncryptedText(sa.types.TypeDecorator[str]):
+    """A private key (PEM text) stored encrypted under the store key (certd.store.sealing).
+
+    `purpose` names the column ("issued_certificate.key_pem"); it is bound into each
+    ciphertext, so a value copied to another column does not decrypt there. A new table
+    with a private key declares its column with this type and is covered by
+    `certd db encrypt` and `certd db rotate-key` without more code.
+    """
+
+    impl = sa.Text
+    cache_ok = True
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__()
+        self.purpose = purpose
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else policy_for(dialect).seal(value, self.purpose)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else policy_for(dialect).open(value, self.purpose)

@@ -9,6 +9,7 @@ a same-machine PID check: only by its expiry, as across hosts.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -289,7 +290,9 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
+def private_pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivatePostgres]:
+    # certd refuses to store private keys in PostgreSQL unencrypted (as the pg_url fixture does).
+    monkeypatch.setenv("CERTD_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not candidates or shutil.which("runuser") is None:
         missing_part("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) or runuser")
