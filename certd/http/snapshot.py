@@ -305,4 +305,18 @@ def overview(config: Config, engine: sa.Engine, live: LiveView, now: dt.datetime
             data["events"] = events(session)
     data["dns_record_states"] = dict(Counter(r["state"] for r in data["dns_records"]))
     data["rollover"] = rollover_status
+    data["mqtt"] = mqtt_connection(config, engine)
     return data
+
+
+def mqtt_connection(config: Config, engine: sa.Engine) -> dict[str, Any] | None:
+    """The daemon's broker connection as it last wrote it (certd.mqtt.status); None without [mqtt]."""
+    from certd.mqtt.status import mqtt_status
+    from certd.store.mqtt import MQTT_CONNECTED
+
+    status = mqtt_status(config, engine)
+    if status is None:
+        return None
+    return {"broker": status.broker, "state": status.state, "since": _iso(status.since),
+            "connected": status.state == MQTT_CONNECTED and not status.daemon_gone,
+            "line": status.line()}

@@ -203,5 +203,10 @@ def test_certd_run_keeps_issuing_while_the_broker_is_unreachable(make_setup, mqt
     wait_until(lambda: "refused the TCP connection" in log_text(proc), 30, "the connect failure in the log")
     line = status_lines(setup)[0]
     assert line.startswith("MQTT: disconnected (127.0.0.1:1) since ") and "retrying with backoff" in line
+    from certd.http.snapshot import mqtt_connection  # what /api/v1/status and the page show
+
+    shown = mqtt_connection(setup.config, setup.engine)
+    assert shown is not None and shown["connected"] is False and shown["state"] == "disconnected"
+    assert shown["line"].startswith("MQTT: disconnected (127.0.0.1:1) since ")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
