@@ -91,7 +91,7 @@ def test_chargers_on_two_nodes_through_a_ca_change(make_fleet, pg_url: str, tmp_
         await asyncio.to_thread(wait_until, lambda: fleet.current() is not None, 90, "the first issuance")
         first = fleet.current()
         await asyncio.to_thread(wait_until, lambda: all(n.served_serial() == int(first.serial, 16)
-                                                        for n in fleet.nodes), 20, "both listeners serving")
+                                                        for n in fleet.nodes), 60, "both listeners serving")
         for index, sim in enumerate(sims):
             sim.start(url(sim, index % 2))  # half on each node, as the load balancer spreads them
         await until(lambda: all(s.online.is_set() for s in sims), "every charger online")
