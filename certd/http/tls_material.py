@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from certd.config import Config
 from certd.errors import CertdError
 from certd.serve.tls import ContextHolder, KeyPairPem, TlsMaterialError, load_trust_anchors, prepare
+from certd.tasks import cancel_and_wait
 
 log = logging.getLogger("certd.http")
 
@@ -93,13 +94,8 @@ class HttpTls:
         self._task = asyncio.get_running_loop().create_task(watch(), name="certd-http-tls")
 
     async def stop_watching(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def secret_values(config: Config, credentials: Any) -> tuple[str, ...]:

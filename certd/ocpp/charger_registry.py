@@ -27,6 +27,7 @@ from certd.store.chargers import (
 )
 from certd.store.db import session_scope
 from certd.store.types import utcnow
+from certd.tasks import cancel_and_wait
 
 log = logging.getLogger("certd.ocpp.registry")
 audit_log = logging.getLogger("certd.audit")
@@ -387,11 +388,6 @@ class RegistryWriter:
                 session.execute(sa.insert(ChargerAuditEvent.__table__), audit)  # type: ignore[attr-defined]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from certd.ocpp.charger_registry import ChargerRecord, write_in_thread
 from certd.store.chargers import Charger, ChargerAuditEvent
 from certd.store.types import utcnow
+from certd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from certd.ocpp.auth import VerifiedCredentials
@@ -228,13 +229,8 @@ class FirstContactRegistrar:
 
     async def close(self) -> None:
         """Stop the task and write what is queued."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()
 
 

@@ -32,6 +32,7 @@ from certd.config.ocpp import ListenerConfig, OcppConfig
 from certd.ocpp import charger_registry
 from certd.ocpp.charger_registry import ChargerRecord
 from certd.serve.tls import TlsMaterialError
+from certd.tasks import cancel_and_wait
 
 log = logging.getLogger("certd.ocpp")
 
@@ -177,13 +178,8 @@ class RevocationWatch:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="certd-revocation-watch")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
