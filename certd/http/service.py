@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
-import jinja2
 import sqlalchemy as sa
 from aiohttp import web
 
@@ -35,6 +34,7 @@ from certd.http import snapshot, views
 from certd.http.credentials import Credentials, load_credentials
 from certd.http.live import ConnectedCounts, LiveSources, LiveView
 from certd.http.rollover_cache import RolloverCache
+from certd.http.templating import page_environment
 from certd.http.tls_material import HttpTls, secret_values
 
 log = logging.getLogger("certd.http")
@@ -159,8 +159,7 @@ class HttpService:
             self._tls = None
         app = web.Application(middlewares=[views.guard], client_max_size=1024)
         app[views.SERVICE] = self
-        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
+        app[aiohttp_jinja2.APP_KEY] = page_environment(TEMPLATES)
         views.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
