@@ -137,6 +137,13 @@ class CertdRun:
         return time.time() - began
 
 
+def machine_cpu_seconds() -> float:
+    """CPU-seconds every process on this machine has used (busy time of all CPUs, /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(counters, index: int, target: int, cap: float) -> float:  # type: ignore[no-untyped-def]
     """Until the clients' counter `index` reaches `target` or `cap` s passed; when it ended."""
     began = time.time()
@@ -328,11 +335,12 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
         pipes.append(parent_end)
         procs.append(proc)
 
+    client_pids = [proc.pid for proc in procs]
     sleep_until(t0 - 0.2)
-    before_ramp = usage(server.pids())
+    before_ramp, clients_before, machine_before = usage(server.pids()), usage(client_pids), machine_cpu_seconds()
     sleep_until(ramp_end)
     ramp_done = wait_for(counters, RAMP_FINISHED, args.chargers, cap=RAMP_CAP)
-    after_ramp = usage(server.pids())
+    after_ramp, clients_after, machine_after = usage(server.pids()), usage(client_pids), machine_cpu_seconds()
     time.sleep(1.5)  # registry rows are written in batches
     split_ramp = chargers_per_node(url)
     sleep_until(ramp_done + args.settle)
@@ -377,6 +385,8 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
     connected = counters[RAMP_OK]
     rss_growth = sum(v[0] for v in at_steady.values()) - sum(v[0] for v in base.values())
     ramp_cpu = sum(v[1] for v in after_ramp.values()) - sum(v[1] for v in before_ramp.values())
+    clients_cpu = sum(v[1] for v in clients_after.values()) - sum(v[1] for v in clients_before.values())
+    ramp_wall = ramp_done - (t0 - 0.2)
     storm_ends = merged("storm_end")
     return {
         "workers": workers, "started_in": started_in, "stopped_in": stopped_in,
@@ -385,6 +395,8 @@ def run_phase(args, workers: int, template: str, workdir: Path, url: str, ca_pem
         "restarted_in": restarted_in, "connected": connected,
         "ramp_failed": total("ramp_failed"), "ramp_ok": merged("ramp_ok"), "rtt": merged("rtt"),
         "rss_per_conn": rss_growth / max(1, connected), "cpu_per_conn": ramp_cpu / max(1, args.chargers),
+        "ramp_cpu": ramp_cpu, "clients_cpu": clients_cpu, "ramp_wall": ramp_wall,
+        "machine_cpu": machine_after - machine_before,
         "rss_by_process": {pid: rss for pid, (rss, _) in at_steady.items()},
         "steady_cpu": {pid: after_steady[pid][1] - at_steady[pid][1]
                        for pid in after_steady if pid in at_steady},
@@ -419,10 +431,22 @@ def report(args, phases: list[dict]) -> None:  # type: ignore[no-untyped-def]
     def split(nodes: dict[str, int]) -> str:
         return ", ".join(f"{node}: {count}" for node, count in nodes.items()) or "none"
 
+    def all_in(p: dict) -> float:
+        """CPU-seconds per connection in the ramp, certd and its load generator together."""
+        return (p["ramp_cpu"] + p["clients_cpu"]) / max(1, p["connected"])
+
+    def ceiling(p: dict) -> float:
+        return (os.cpu_count() or 1) / all_in(p) if all_in(p) else float("nan")
+
     rows = [
         ("chargers connected after the ramp", lambda p: f"{p['connected']} / {args.chargers}", f"{args.chargers}"),
         ("ramp: achieved rate", lambda p: f"{p['ramp_rate']:.0f}/s", f"{args.rate:.0f}/s"),
         ("ramp: failed handshakes", lambda p: str(p["ramp_failed"]), "0"),
+        ("ramp: cores busy, certd / load generator / other", lambda p: " / ".join(
+            f"{v / p['ramp_wall']:.2f}" for v in (p["ramp_cpu"], p["clients_cpu"],
+                                                   max(0.0, p["machine_cpu"] - p["ramp_cpu"] - p["clients_cpu"]))), ""),
+        ("ramp: CPU per connection, certd + load generator", lambda p: f"{all_in(p) * 1000:.2f} ms", ""),
+        ("ramp: ceiling of these CPUs at that cost**", lambda p: f"{ceiling(p):.0f}/s", ""),
         ("TLS+WebSocket+Boot p50 / p99", lambda p: f"{ms(percentile(p['ramp_ok'], 50))} / "
                                                    f"{ms(percentile(p['ramp_ok'], 99))}", ""),
         ("heartbeat RTT p50 (all connected)", lambda p: ms(percentile(p["rtt"], 50)), ""),
@@ -456,6 +480,9 @@ def report(args, phases: list[dict]) -> None:  # type: ignore[no-untyped-def]
         print(f"{name.ljust(width)}  " + "  ".join(c.ljust(col) for c in row) + f"  {target}")
     print(f"* growth of the summed RSS of every certd process from after {WARMUP} warm-up "
           f"connections to all connected, per connection")
+    print(f"** the fastest ramp {os.cpu_count()} CPUs could carry if they did nothing but this ramp at its "
+          f"measured cost (handshakes and the heartbeats of the chargers already in, both sides): "
+          f"a rate asked above it cannot be met here, whatever the server does")
     for p in phases:
         if p["reasons"]:
             print(f"workers = {p['workers']}: failure reasons {p['reasons']}")

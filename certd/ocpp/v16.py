@@ -1,8 +1,8 @@
 """OCPP 1.6J central-system handlers: connection-level messages, no charging business logic.
 
 Frames reach these handlers through dispatch.FrameGuard (pre-parsed, bounded). `self` is
-positional-only: a payload key "self" (Heartbeat's payload is not schema-checked) lands
-in `**_` instead of colliding with it.
+positional-only: a payload key "self" lands in `**_` instead of colliding with it.
+Heartbeat is answered by FrameGuard itself (see dispatch).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from certd.store.chargers import REGISTRATION_PENDING
 
 
 class CentralSystemV16(FrameGuard, ChargePoint):
-    """Answers BootNotification, Heartbeat, StatusNotification, SecurityEventNotification,
+    """Answers BootNotification, Heartbeat (in FrameGuard), StatusNotification, SecurityEventNotification,
     SignCertificate (security extension; certd as the chargers' CA, see certd.ocpp.enrollment);
     other actions get a NotImplemented (1.6 action) or NotSupported (unknown) CallError."""
 
@@ -43,10 +43,6 @@ class CentralSystemV16(FrameGuard, ChargePoint):
     @after(Action.boot_notification)
     def after_boot_notification(self, /, **_: Any) -> None:
         self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
-
-    @on(Action.heartbeat, skip_schema_validation=True)  # empty payload, nothing to check
-    def on_heartbeat(self, /, **_: Any) -> call_result.Heartbeat:  # (customData may come along)
-        return call_result.Heartbeat(current_time=ocpp_timestamp())
 
     @on(Action.status_notification)
     def on_status_notification(self, /, connector_id: int, error_code: str, status: str,

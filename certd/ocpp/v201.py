@@ -41,10 +41,6 @@ class _Handlers2x:
     def after_boot_notification(self, /, **_: Any) -> None:
         self.session.notify("booted")  # the answer is out: hooks may now send the charger requests
 
-    @on("Heartbeat", skip_schema_validation=True)  # empty payload, nothing to check
-    def on_heartbeat(self, /, **_: Any) -> Any:  # (customData may come along)
-        return self._call_result.Heartbeat(current_time=ocpp_timestamp())
-
     @on("StatusNotification")
     def on_status_notification(self, /, timestamp: str, connector_status: str, evse_id: int,
                                connector_id: int, **_: Any) -> Any:

@@ -117,7 +117,8 @@ def test_control_characters_in_other_messages_ids_and_actions(ca, ca_file, store
                 # A payload key "self" (Heartbeat's payload is not schema-checked) is no crash.
                 reply = await answer_to(ws, json.dumps([2, "self", "Heartbeat",
                                                         {"self": HOSTILE, "callUniqueId": 1}]))
-                assert reply[:2] == [3, "self"]
+                assert reply[:2] == [3, "self"] and list(reply[2]) == ["currentTime"]
+                assert reply[2]["currentTime"].endswith("Z")  # answered by FrameGuard, any payload
                 await service.shared.writer.flush()
                 assert service.charger("CP16").rejections == {  # type: ignore[union-attr]
                     "unknown_action": 1, "invalid_payload": 1}
