@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> None:
 
         # Disabled chargers would only be refused (and trip the per-address login limit).
         enabled = [i for i in range(args.chargers) if charger_enabled(i)]
+        args.enabled = len(enabled)
         ramp = [(charger_id(i), t0 + n / args.rate) for n, i in enumerate(enabled)]
         ctx = mp.get_context("fork")
         pipes, procs = [], []
@@ -239,7 +240,8 @@ def report(args, loop_name, results, quiet, scraped, scrapes, latencies) -> None
 
     print()
     print(f"certd HTTP server, {args.certificates} certificates, {args.chargers} chargers "
-          f"({connected} connected, {failed} failed, {drops} dropped), heartbeat every {args.heartbeat:.0f} s, "
+          f"({connected} connected of the {args.enabled} enabled, {args.chargers - args.enabled} disabled in the store; "
+          f"{failed} failed, {drops} dropped), heartbeat every {args.heartbeat:.0f} s, "
           f"server loop {loop_name}, {os.cpu_count()} CPUs shared with the load generator")
     print(f"{'endpoint':<18} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  target")
     for path, values in latencies.items():
