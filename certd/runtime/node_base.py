@@ -9,11 +9,12 @@ chargers, so both do what this base does; the subclasses add what differs:
   recorded; chargers shown offline while it was stalled are shown on it again;
 - NOTIFY (certd.runtime.notify_listener): a gate change reloads the gated listener
   and kicks the rollover engine; a new bundle version kicks the engine; a charger
-  disabled or approved elsewhere is dropped or accepted here; a charger call
+  disabled elsewhere is dropped here; one approved elsewhere while connected here as
+  pending is asked for a BootNotification at once (answered Accepted); a charger call
   addressed to this node is run (certd.runtime.charger_calls); a new issuance and
   a freed lease are the subclass's (`_on_issued`, `_on_lease_freed`);
-- safety net: after every (re)connection of the listener and every SAFETY_INTERVAL
-  seconds, `resync`: what the subclass catches up on (`_catch_up`), then the
+- safety net: after every (re)connection of the listener and every
+  `[node] resync_interval` seconds, `resync`: what the subclass catches up on (`_catch_up`), then the
   listeners re-read the store, the engine is kicked, waiting calls are run.
 """
 
@@ -32,14 +33,15 @@ import sqlalchemy as sa
 from certd.runtime import charger_calls, nodes
 from certd.runtime.notify_listener import Event, NotifyListener
 from certd.store import deploy_state
+from certd.store.chargers import REGISTRATION_ACCEPTED, REGISTRATION_PENDING
 
 if TYPE_CHECKING:
     from certd.config import Config
+    from certd.ocpp.session import ChargerSession
     from certd.runtime.services import OcppServices
 
 log = logging.getLogger("certd.nodes")
 
-SAFETY_INTERVAL = 30.0
 _SOURCE = re.compile(r"^certificate (\S+) \(issued #(\d+)")
 
 
@@ -163,7 +165,7 @@ class StoreNode(ABC):
                 if self._unreachable_since is not None:
                     log.info("node %s: the store answers again", self.name)
                     self._unreachable_since = None
-                if loop.time() - last_safety >= SAFETY_INTERVAL:
+                if loop.time() - last_safety >= self.current_config().node.resync_interval:
                     last_safety = loop.time()
                     await self.resync()
             except asyncio.CancelledError:
@@ -231,7 +233,24 @@ class StoreNode(ABC):
                      "removed" if record is None else "disabled", self.name)
             await session.charge_point._connection.close(1008, "charger disabled")  # noqa: SLF001
         elif record.registration != session.registration:
+            approved = session.registration == REGISTRATION_PENDING and record.registration == REGISTRATION_ACCEPTED
             session.registration = record.registration
+            if approved:
+                await self._boot_again(session)
+
+    async def _boot_again(self, session: ChargerSession) -> None:
+        """Approved while connected as pending: ask for a BootNotification now (answered Accepted)
+        rather than leave the charger waiting out its retry interval, which may be minutes."""
+        from certd.ocpp import calls
+        from certd.ocpp.enrollment import send
+
+        sent = await send(session, calls.trigger_boot_notification(session.version),
+                          self.current_config().ocpp.call_timeout)
+        if sent.outcome == "Accepted":
+            log.info("charger %s was approved: asked it to boot again on node %s", session.charger_id, self.name)
+        else:
+            log.info("charger %s was approved; asking it to boot again failed (%s): it is accepted at its "
+                     "next BootNotification", session.charger_id, sent.detail or sent.outcome)
 
     async def _run_calls(self) -> None:
         services = self.current_services()
