@@ -8,7 +8,8 @@ plan.py      what to do next with one connected charger: deliver, move 2 -> 3, t
 
 Around them:
 authority.py CA certificates, charger certificates, CRLs (crypto only)
-keystore.py  the CA key: an owner-only file, or AES-GCM in the store under a key from env/file
+keystore.py  the CA key: an owner-only file, or AES-GCM in the store under the store key (or a KEK of its own)
+rekey.py     the CA keys' part of `certd db rotate-key` / `encrypt` (same transaction as the others)
 ca_store.py  the CA in the store: create / import once, load for signing, trusted set
 records.py   charger certificates, CSR requests, deliveries, revocations, renewal state
 peers.py     profile-3 lookups, first use, the revocation watch's store side

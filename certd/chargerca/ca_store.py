@@ -31,6 +31,7 @@ from certd.config.charger_ca import ChargerCaConfig
 from certd.errors import CertdError
 from certd.store import leases
 from certd.store.charger_ca import CA_ACTIVE, CA_RETIRED, ChargerCaCert
+from certd.store.crypto import Keyring
 from certd.store.db import session_scope
 
 LEASE = "charger-ca-init"
@@ -89,13 +90,19 @@ def trusted_certificates(engine: sa.Engine, now: dt.datetime) -> list[x509.Certi
     return [cert for cert in certs if cert.not_valid_after_utc > now]
 
 
-def _store_key(settings: ChargerCaConfig, state_dir: str, cert: x509.Certificate,
-               key: PrivateKeyTypes, row: ChargerCaCert) -> None:
+def _store_keys(engine: sa.Engine) -> Keyring | None:
+    """The store key(s) `engine` was made with ([store] key_file / key_env)."""
+    from certd.store.sealing import policy_of
+
+    return policy_of(engine).keyring
+
+
+def _store_key(engine: sa.Engine, settings: ChargerCaConfig, state_dir: str, key: PrivateKeyTypes,
+               row: ChargerCaCert) -> None:
     pem = keystore.key_pem(key)
     if settings.key_storage == "store":
         row.key_storage = "store"
-        row.key_sealed = keystore.seal(pem, keystore.key_encryption_key(settings),
-                                       row.fingerprint.encode())
+        row.key_sealed = keystore.seal_ca_key(pem, row.fingerprint, settings, _store_keys(engine))
         return
     path = keystore.key_path(settings, state_dir, row.fingerprint)
     keystore.write_key_file(path, pem)
@@ -127,7 +134,7 @@ def _insert(engine: sa.Engine, config: Config, issuing: x509.Certificate, key: P
                             parent_fingerprint=parent, subject=issuing.subject.rfc4514_string(),
                             cert_pem=authority.cert_pem(issuing), not_after=issuing.not_valid_after_utc,
                             key_storage=settings.key_storage)
-        _store_key(settings, config.state_dir, issuing, key, row)
+        _store_key(engine, settings, config.state_dir, key, row)
         session.add(row)
         session.flush()
         return _view(row)
@@ -233,7 +240,7 @@ def load_issuing(engine: sa.Engine, config: Config) -> authority.IssuingCa:
     if storage == "store":
         if sealed is None:
             raise keystore.CaKeyError("the charger CA key is missing from the store")
-        key_pem = keystore.unseal(sealed, keystore.key_encryption_key(settings), fp.encode())
+        key_pem = keystore.unseal_ca_key(sealed, fp, settings, _store_keys(engine))
     elif storage == "file" and path:
         key_pem = keystore.read_key_file(path)
     else:

@@ -12,7 +12,13 @@ if TYPE_CHECKING:
 
 
 def load(args: argparse.Namespace) -> Config:
-    return load_config(resolve_config_path(args.config))
+    """The config; from here on this process's leases name its node (`[node] name`)."""
+    from certd.config.node import node_name
+    from certd.store import leases
+
+    config = load_config(resolve_config_path(args.config))
+    leases.name_this_node(node_name(config))
+    return config
 
 
 def open_store(config: Config, upgrade: bool = True) -> "sa.Engine":

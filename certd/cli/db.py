@@ -3,6 +3,10 @@
     certd db upgrade                       # apply pending schema migrations
     certd db encrypt                       # every private key under the configured store key
     certd db rotate-key --new-key-file F   # every private key under the key in F
+    certd db rotate-key --new-charger-ca-kek-file K   # a charger CA key with a KEK of its own
+
+Both re-encrypt every private key in the store in one transaction: the EncryptedText
+columns (certd.store.rekey) and the charger CA keys (certd.chargerca.rekey).
 """
 
 from __future__ import annotations
@@ -27,11 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rotate = db_sub.add_parser(
         "rotate-key", help="re-encrypt every private key in the store under a new key",
         description="Decrypts with the configured store key(s) and encrypts under the new key, "
-                    "in one transaction (nothing changes on error). Then make the new key the "
-                    "configured one on every node (see README, Keys at rest).")
-    source = rotate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--new-key-file", metavar="PATH", help="owner-only file with the new key")
-    source.add_argument("--new-key-env", metavar="NAME", help="environment variable with the new key")
+                    "in one transaction (nothing changes on error): issued certificates' keys, the "
+                    "ACME account key and the charger CA key sealed under the store key. A charger "
+                    "CA key under a key-encryption key of its own ([ocpp.charger_ca] "
+                    "key_encryption_key_*) is re-sealed under --new-charger-ca-kek-* in the same "
+                    "transaction. Then make the new keys the configured ones on every node (see "
+                    "README, Keys at rest).")
+    source = rotate.add_mutually_exclusive_group()
+    source.add_argument("--new-key-file", metavar="PATH", help="owner-only file with the new store key")
+    source.add_argument("--new-key-env", metavar="NAME", help="environment variable with the new store key")
+    kek = rotate.add_mutually_exclusive_group()
+    kek.add_argument("--new-charger-ca-kek-file", metavar="PATH",
+                     help="owner-only file with the charger CA's new key-encryption key")
+    kek.add_argument("--new-charger-ca-kek-env", metavar="NAME",
+                     help="environment variable with the charger CA's new key-encryption key")
     rotate.set_defaults(func=_rotate)
 
 
@@ -57,28 +70,51 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    from certd.chargerca import keystore
+    from certd.chargerca.rekey import KekChange
     from certd.config.store import StoreConfig
-    from certd.store.crypto import load_keyring
+    from certd.errors import CertdError
+    from certd.store.crypto import StoreKeyError, load_keyring
     from certd.store.sealing import policy_of
 
+    wants_kek = bool(args.new_charger_ca_kek_file or args.new_charger_ca_kek_env)
+    if not (args.new_key_file or args.new_key_env or wants_kek):
+        raise CertdError("give the new store key (--new-key-file or --new-key-env), the charger CA's new "
+                         "key-encryption key (--new-charger-ca-kek-file or --new-charger-ca-kek-env), or both")
     config = context.load(args)
     engine = context.open_store(config)
-    new_store = (StoreConfig(key_file=args.new_key_file, key_env=None) if args.new_key_file
-                 else StoreConfig(key_env=args.new_key_env))
-    new = load_keyring(new_store)
-    if new is None:
-        from certd.store.crypto import StoreKeyError
+    new = None
+    if args.new_key_file or args.new_key_env:
+        new_store = (StoreConfig(key_file=args.new_key_file, key_env=None) if args.new_key_file
+                     else StoreConfig(key_env=args.new_key_env))
+        new = load_keyring(new_store)
+        if new is None:
+            raise StoreKeyError(f"--new-key-env: environment variable {args.new_key_env} is empty")
+    kek = None
+    if wants_kek:
+        option = ("--new-charger-ca-kek-file" if args.new_charger_ca_kek_file else
+                  f"--new-charger-ca-kek-env (environment variable {args.new_charger_ca_kek_env})")
+        new_kek = keystore.read_kek(env=args.new_charger_ca_kek_env, file=args.new_charger_ca_kek_file,
+                                    what=option)
+        settings = config.ocpp.charger_ca
+        own = keystore.has_own_kek(settings)
+        kek = KekChange(keystore.key_encryption_key(settings) if own and settings else None,
+                        keystore.kek_setting(settings) if own and settings else None, new_kek)
+    return _reseal(engine, policy_of(engine).keyring, new, kek)
 
-        raise StoreKeyError(f"--new-key-env: environment variable {args.new_key_env} is empty")
-    return _reseal(engine, policy_of(engine).keyring, new)
 
-
-def _reseal(engine, reader, writer) -> int:  # type: ignore[no-untyped-def]
+def _reseal(engine, reader, writer, kek=None) -> int:  # type: ignore[no-untyped-def]
+    from certd.chargerca.rekey import reseal_ca_keys
     from certd.store.rekey import reseal, sealed_columns
 
-    with engine.begin() as conn:
-        report = reseal(conn, sealed_columns(), reader, writer)
-    for line in report.lines():
+    with engine.begin() as conn:  # one transaction: every key, or none
+        lines = reseal(conn, sealed_columns(), reader, writer).lines() if writer is not None else []
+        lines += reseal_ca_keys(conn, reader, writer, kek).lines()
+    for line in lines:
         print(line)
-    print(f"private keys are now encrypted under store key {writer.primary_id}")
+    if writer is not None:
+        print(f"private keys are now encrypted under store key {writer.primary_id}")
+    if kek is not None:
+        print("charger CA keys with a key-encryption key of their own are now sealed under the new one: "
+              "make it [ocpp.charger_ca] key_encryption_key_* on every node")
     return 0

@@ -8,8 +8,7 @@ its life, and verifies the certificates on `security_profile = 3` listeners.
 ```toml
 [ocpp.charger_ca]
 organization = "Example Charging GmbH"   # O of the CA and of every charger certificate
-key_storage = "store"                    # CA key encrypted in the store ...
-key_encryption_key_file = "/etc/certd/charger-ca.kek"   # ... under this owner-only key
+key_storage = "store"                    # CA key encrypted in the store under the store key
 ```
 """
 
@@ -76,8 +75,9 @@ class ChargerCaConfig(Section):
     # Validity of a charger certificate (fractions allowed: tests use seconds).
     leaf_validity_days: Annotated[float, Field(gt=0, le=3650)] = 730
     # Where the CA key lives: "file" (PEM, owner-only, in key_dir as ca-<fingerprint>.key) or
-    # "store" (AES-256-GCM encrypted in the store under a 32-byte key from
-    # key_encryption_key_env / key_encryption_key_file).
+    # "store" (AES-256-GCM encrypted in the store: under the store key, [store] key_file /
+    # key_env, rotated with it by `certd db rotate-key`; or, when one is set, under a 32-byte key
+    # of its own from key_encryption_key_env / key_encryption_key_file).
     key_storage: Literal["file", "store"] = "file"
     key_dir: str | None = None  # default: <state_dir>/charger-ca
     key_encryption_key_env: str | None = None
@@ -118,9 +118,8 @@ class ChargerCaConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> "ChargerCaConfig":
         kek_sources = [v for v in (self.key_encryption_key_env, self.key_encryption_key_file) if v]
-        if self.key_storage == "store" and len(kek_sources) != 1:
-            raise ValueError("key_storage = \"store\" needs exactly one of key_encryption_key_env "
-                             "or key_encryption_key_file")
+        if len(kek_sources) > 1:
+            raise ValueError("key_encryption_key_env and key_encryption_key_file: set one, not both")
         if self.key_storage == "file" and kek_sources:
             raise ValueError("key_encryption_key_* apply to key_storage = \"store\" only")
         if self.key_storage == "store" and self.key_dir:

@@ -34,6 +34,10 @@ class NodeConfig(Section):
     # Seconds without a heartbeat after which the other nodes call a node gone and mark the
     # chargers it held offline.
     gone_after: Annotated[float, Field(ge=5, le=3600)] = 30.0
+    # Seconds between the node's safety-net comparisons of the store with what it deployed and
+    # serves. Notifications bring every change at once; this only catches ones lost while the
+    # node's listening connection was down (it also compares after every reconnection).
+    resync_interval: Annotated[float, Field(ge=1, le=86400)] = 30.0
 
     @field_validator("name")
     @classmethod

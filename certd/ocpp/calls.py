@@ -20,6 +20,7 @@ into a version-neutral value. Sending and classifying errors is the caller's par
 | trigger a CSR                  | ExtendedTriggerMessage            | TriggerMessage                     |
 |                                | SignChargePointCertificate        | SignChargingStationCertificate     |
 | SetNetworkProfile              | (none: ChangeConfiguration)       | slot + connection data             |
+| trigger a BootNotification     | TriggerMessage BootNotification   | TriggerMessage BootNotification    |
 """
 
 from __future__ import annotations
@@ -262,6 +263,11 @@ def trigger_certificate_request(version: str) -> Request[StatusAnswer]:
         return Request(call.ExtendedTriggerMessage(requested_message="SignChargePointCertificate"),
                        _read_install)
     return Request(call.TriggerMessage(requested_message="SignChargingStationCertificate"), _read_install)
+
+
+def trigger_boot_notification(version: str) -> Request[StatusAnswer]:
+    """Ask a charger to send BootNotification now (allowed while it is Pending, in 1.6 and 2.x)."""
+    return Request(call_module(version).TriggerMessage(requested_message="BootNotification"), _read_install)
 
 
 def change_configuration(version: str, key: str, value: str) -> Request[StatusAnswer]:

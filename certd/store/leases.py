@@ -37,6 +37,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from certd.config.node import NODE_NAME_ENV
 from certd.errors import CertdError
 from certd.store.types import UTCDateTime, utcnow
 
@@ -58,7 +59,7 @@ class Lease(SQLModel, table=True):
     __tablename__ = "leases"
 
     name: str = Field(primary_key=True)  # "certificate:NAME", "job:dns-sync", ...
-    holder: str  # "host pid 1234": for messages only
+    holder: str  # "node node-a (host box, pid 1)" or "box pid 1234": for messages only
     purpose: str  # "certd run", "certd issue": for messages only
     token: str  # random per acquisition: the compare-and-swap value
     node: str | None = None  # kernel boot id + PID namespace: where `pid` means something
@@ -134,8 +135,25 @@ class Fence:
             self.verify(conn)
 
 
+_node_name: str | None = None
+
+
+def name_this_node(name: str | None) -> None:
+    """The node name (`[node] name`, as `certd nodes` lists it) this process's leases are held
+    under: set once the config is loaded. In a container or PID namespace every daemon may be
+    "pid 1" on the same host name; the node name is what tells an operator which one it is."""
+    global _node_name
+    _node_name = name
+
+
 def this_process() -> str:
-    return f"{socket.gethostname()} pid {os.getpid()}"
+    """Who holds a lease, for messages: the node name, the host and the PID. Without a node name of
+    its own (none set, $CERTD_NODE_NAME unset, or the host name itself) just "host pid N"."""
+    host, pid = socket.gethostname(), os.getpid()
+    name = _node_name or os.environ.get(NODE_NAME_ENV)
+    if name and name != host:
+        return f"node {name} (host {host}, pid {pid})"
+    return f"{host} pid {pid}"
 
 
 @functools.cache

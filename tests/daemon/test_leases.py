@@ -210,3 +210,71 @@ def test_records_of_a_crashed_nodes_order_are_removed_once_its_lease_expires(mak
             assert job is not None and job.trigger.interval == dt.timedelta(seconds=CHALLENGE_CLEANUP_INTERVAL)
 
     run(scenario())
+
+
+def test_a_holder_is_named_by_its_node_as_well_as_host_and_pid(engine: sa.Engine,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import socket
+
+    from certd.config.node import NODE_NAME_ENV
+
+    monkeypatch.delenv(NODE_NAME_ENV, raising=False)
+    monkeypatch.setattr(leases, "_node_name", None)
+    host, pid = socket.gethostname(), os.getpid()
+    assert leases.this_process() == f"{host} pid {pid}"  # no node name of its own
+    leases.name_this_node(host)
+    assert leases.this_process() == f"{host} pid {pid}"  # the host name as node name: said once
+    leases.name_this_node("node-a")
+    assert leases.this_process() == f"node node-a (host {host}, pid {pid})"
+    leases.acquire(engine, "certificate:web", "certd run")
+    with pytest.raises(leases.LeaseBusy) as busy:
+        leases.acquire(engine, "certificate:web", "certd renew")
+    assert f"certificate:web is held by certd run on node node-a (host {host}, pid {pid}) since " in str(busy.value)
+    assert _row(engine, "certificate:web").holder == f"node node-a (host {host}, pid {pid})"
+    leases.name_this_node(None)
+    monkeypatch.setenv(NODE_NAME_ENV, "box-w2")  # a worker process: named by its supervisor
+    assert leases.this_process() == f"node box-w2 (host {host}, pid {pid})"
+
+
+HOLD = """
+import argparse, sys, time
+from certd.cli import context
+from certd.store import leases
+
+config = context.load(argparse.Namespace(config=sys.argv[1]))
+leases.acquire(context.open_store(config), "certificate:web", "certd run")
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_holder_that_is_pid_1_of_its_namespace_is_named_by_its_node(make_setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Inside a container every daemon is pid 1 of the same host name: `[node] name` tells them apart."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import missing_part
+
+    if shutil.which("unshare") is None:
+        missing_part("no unshare (util-linux) to start a process in a PID namespace of its own")
+    setup = make_setup(cert_toml("web", ["local.example.com"]))
+    node_b = tmp_path / "node-b.toml"
+    node_b.write_text(setup.config_path.read_text() + '\n[node]\nname = "node-b"\n')
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                               sys.executable, "-c", HOLD, str(node_b)],
+                              env=setup.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held", holder.stderr
+        result = setup.cli("issue", "web")
+        assert result.returncode == leases.EX_TEMPFAIL, result.stderr
+        assert (f"certificate:web is held by certd run on node node-b (host {socket.gethostname()}, pid 1) "
+                "since ") in result.stderr, result.stderr
+        status = setup.cli("status")
+        assert f"web: in progress: certd run on node node-b (host {socket.gethostname()}, pid 1)" in status.stdout
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert setup.attempts() == []

@@ -186,7 +186,8 @@ class Fleet:
 
 
 def node_toml(fleet_dir: Path, world: SandboxWorld, pebble: PebbleServer, name: str, db_url: str,
-              port: int | None, roots: Path, *, grace: float, ocpp: str = "", extra: str = "") -> tuple[Path, Path]:
+              port: int | None, roots: Path, *, grace: float, ocpp: str = "", extra: str = "",
+              node: str = "") -> tuple[Path, Path]:
     node_dir = fleet_dir / name
     (node_dir / "ssl").mkdir(parents=True)
     hook = f"openssl x509 -noout -serial -in \"$RENEWED_LINEAGE/cert.pem\" >> {node_dir / 'hooks.log'}"
@@ -210,6 +211,7 @@ certificates = ["web"]
 name = "{name}"
 address = "127.0.0.1:{port or 0}"
 gone_after = 10
+{node}
 {listener}
 {extra}"""
     text = f"database_url = {toml_str(db_url)}\n" + sandbox_config_toml(world, pebble, node_dir / "state", cert,
@@ -229,10 +231,11 @@ def make_fleet(cf_world: SandboxWorld, pebble_factory: Callable[..., PebbleServe
     fleets: list[Fleet] = []
 
     def build(db_url: str, count: int = 3, *, validity: int | None = 3600, listeners: bool = False,
-              grace: float = 0.0, ocpp: str = "", extra: str = "", operator: bool = False) -> Fleet:
+              grace: float = 0.0, ocpp: str = "", extra: str = "", operator: bool = False, node: str = "",
+              alternate_roots: int = 0) -> Fleet:
         """`operator`: one more config, named "operator", without listener, never started
-        (for hand-run commands against the same store)."""
-        pebble = pebble_factory(validity_seconds=validity)
+        (for hand-run commands against the same store); `node`: more `[node]` keys."""
+        pebble = pebble_factory(validity_seconds=validity, alternate_roots=alternate_roots)
         roots = tmp_path / "pebble-roots.pem"
         roots.write_text("".join(pebble.roots()))
         upgrade(db_url)
@@ -245,7 +248,7 @@ def make_fleet(cf_world: SandboxWorld, pebble_factory: Callable[..., PebbleServe
             node_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
             port = free_port() if listeners else None
             node_dir, path = node_toml(tmp_path, cf_world, pebble, name, node_url, port, roots, grace=grace,
-                                       ocpp=ocpp, extra=extra)
+                                       ocpp=ocpp, extra=extra, node=node)
             fleet.nodes.append(NodeProc(name, node_dir, path, port, proxy))
         if operator:
             node_dir, path = node_toml(tmp_path, cf_world, pebble, "operator", db_url, None, roots, grace=grace,

@@ -16,7 +16,8 @@ With `additional_root_check` it accepts a new root only when the key of a root
 it holds signed it (OCPP M05); it keeps the old one next to it (a real charger
 drops the fallback after the first connection under the new root; not modelled).
 It reconnects with growing backoff after a lost connection and sends a
-BootNotification on its first connection and after `reboot()`.
+BootNotification on its first connection, after `reboot()` and when the CSMS asks
+for one (TriggerMessage BootNotification); `boot_statuses` records the answers.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class SimCharger:
     handshake_failures: int = 0
     last_error: str | None = None
     boots: list[dt.datetime] = field(default_factory=list)
+    boot_statuses: list[tuple[dt.datetime, str]] = field(default_factory=list)  # (when, Accepted / Pending)
+    triggers: list[str] = field(default_factory=list)  # TriggerMessage requested_message values
     peer_chains: list[list[x509.Certificate]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -155,8 +158,7 @@ class SimCharger:
         try:
             if self._boot_next:
                 self._boot_next = False
-                await cp.call(boot_request(self.version))
-                self.boots.append(_now())
+                await self.boot(cp)
             self.online.set()
             stop = asyncio.get_running_loop().create_task(self._stop.wait())
             drop = asyncio.get_running_loop().create_task(self._drop.wait())
@@ -171,6 +173,16 @@ class SimCharger:
             await ws.close()
 
     # -- charger behaviour (called by the handlers) -------------------------------------------
+
+    async def boot(self, cp: Any) -> None:
+        answer = await cp.call(boot_request(self.version))
+        self.boots.append(_now())
+        self.boot_statuses.append((_now(), str(getattr(answer, "status", ""))))
+
+    def triggered(self, requested: str) -> str:
+        """TriggerMessage: only BootNotification (sent by the `@after` handler, once answered)."""
+        self.triggers.append(requested)
+        return "Accepted" if requested == "BootNotification" else "NotImplemented"
 
     def install(self, pem: str) -> str:
         self.install_requests.append(pem)
@@ -222,7 +234,7 @@ def boot_request(version: str) -> Any:
 
 def make_charge_point(sim: SimCharger, ws: Any) -> Any:
     from ocpp.exceptions import NotImplementedError as OcppNotImplemented
-    from ocpp.routing import on
+    from ocpp.routing import after, on
 
     async def answer_install(certificate: str) -> str:
         if sim.behavior.install == "not-implemented":
@@ -247,6 +259,15 @@ def make_charge_point(sim: SimCharger, ws: Any) -> Any:
                 if not data:
                     return call_result.GetInstalledCertificateIds(status="NotFound")
                 return call_result.GetInstalledCertificateIds(status="Accepted", certificate_hash_data=data)
+
+            @on("TriggerMessage")
+            def on_trigger(self, requested_message: str, **_: Any) -> Any:
+                return call_result.TriggerMessage(status=sim.triggered(requested_message))
+
+            @after("TriggerMessage")
+            async def after_trigger(self, requested_message: str, **_: Any) -> None:
+                if requested_message == "BootNotification":  # the library runs this as a task
+                    await sim.boot(self)
 
             @on("GetConfiguration")
             def on_get_configuration(self, key: list[str] | None = None) -> Any:
@@ -278,6 +299,15 @@ def make_charge_point(sim: SimCharger, ws: Any) -> Any:
                 return result201.GetInstalledCertificateIds(status="NotFound")
             return result201.GetInstalledCertificateIds(status="Accepted", certificate_hash_data_chain=[
                 {"certificate_type": "CSMSRootCertificate", "certificate_hash_data": d} for d in data])
+
+        @on("TriggerMessage")
+        def on_trigger(self, requested_message: str, **_: Any) -> Any:
+            return result201.TriggerMessage(status=sim.triggered(requested_message))
+
+        @after("TriggerMessage")
+        async def after_trigger(self, requested_message: str, **_: Any) -> None:
+            if requested_message == "BootNotification":  # the library runs this as a task
+                await sim.boot(self)
 
         @on("GetVariables")
         def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
