@@ -62,7 +62,8 @@ def write_config(template: str, path: Path, workers: int, port: int) -> None:
     """ocpp_load's config as `certd run` needs it: a fixed port, the worker count, no network."""
     text = template.replace("port = 0", f"port = {port}")
     text = text.replace("[ocpp]\n", f"[ocpp]\nworkers = {workers}\n", 1)
-    text += '\n[acme]\ndirectory = "https://127.0.0.1:9/directory"\n\n[dns]\nprovider = "memory"\n'
+    text += ('\n[acme]\ndirectory = "https://127.0.0.1:9/directory"\n\n[dns]\nprovider = "memory"\n'
+             '\n[http]\nlisten = ["127.0.0.1:0"]\n')  # any free port, not certd's default 9402
     path.write_text(text)
 
 

@@ -171,6 +171,9 @@ directory = "https://127.0.0.1:9/directory"
 [dns]
 provider = "memory"
 
+[http]
+listen = ["127.0.0.1:0"]           # not certd's default 9402: tests never fight over a fixed port
+
 [[certificates]]
 name = "web"
 domains = ["{HOST}"]
