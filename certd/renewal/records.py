@@ -17,8 +17,24 @@ from certd.store.renewal import RenewalState
 from certd.store.types import utcnow
 
 
+CREATE_ATTEMPTS = 3
+
+
 def ensure_rows(engine: sa.Engine, names: list[str]) -> list[str]:
-    """Create the per-certificate rows for new names; returns stored names no longer configured."""
+    """Create the per-certificate rows for new names; returns stored names no longer configured.
+
+    Nodes that start together on a new store all create the same rows: the one whose insert
+    loses to another's commit reads the rows again and finds them there (nothing left to add)."""
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            return _create_missing(engine, names)
+        except sa.exc.IntegrityError:
+            if attempt == CREATE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _create_missing(engine: sa.Engine, names: list[str]) -> list[str]:
     with session_scope(engine) as session:
         known = {m.name for m in session.exec(select(ManagedCertificate)).all()}
         for name in names:

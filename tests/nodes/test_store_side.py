@@ -210,3 +210,40 @@ def test_a_call_from_code_in_a_node_is_routed_to_the_holder_and_its_answer_retur
         stop.set()
         thread.join(10)
     assert answer == {"status": "Accepted", "asked": "GetInstalledCertificateIds"}
+
+
+def test_nodes_starting_together_create_each_certificate_row_once(pg_url: str) -> None:
+    """Every node creates the rows of the certificates it is configured with at start; on a new
+    store several nodes do so at the same moment. None of them may fail (a node used to die at
+    start with a duplicate key), and each row exists once."""
+    from certd.renewal.records import ensure_rows
+    from certd.store.renewal import RenewalState
+
+    upgrade(pg_url)
+    engines = [make_engine(pg_url) for _ in range(4)]
+    try:
+        for round_number in range(20):
+            names = [f"cert-{round_number}-{k}" for k in range(3)]
+            barrier = threading.Barrier(len(engines))
+            errors: list[BaseException] = []
+
+            def start_node(engine: sa.Engine) -> None:
+                barrier.wait()
+                try:
+                    ensure_rows(engine, names)
+                except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=start_node, args=(e,)) for e in engines]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert errors == []
+        with session_scope(engines[0]) as session:
+            managed = list(session.exec(sa.select(ManagedCertificate.name)).scalars())
+            states = list(session.exec(sa.select(RenewalState.name)).scalars())
+        assert len(managed) == len(set(managed)) == 60 and sorted(states) == sorted(managed)
+    finally:
+        for engine in engines:
+            engine.dispose()
