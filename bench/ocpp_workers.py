@@ -68,16 +68,13 @@ def write_config(template: str, path: Path, workers: int, port: int) -> None:
 
 
 def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                pids.append(int(entry.name))
-    return pids
+    """`pid` and its children (the supervisor and its workers)."""
+    import psutil
+
+    try:
+        return [pid, *(child.pid for child in psutil.Process(pid).children())]
+    except psutil.NoSuchProcess:
+        return [pid]
 
 
 def usage(pids: list[int]) -> dict[int, tuple[int, float]]:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from certd.http.live import LiveView
+from certd.tasks import cancel_all
 
 log = logging.getLogger("certd.http")
 
@@ -57,9 +58,4 @@ class RolloverCache:
         self._value = None
 
     async def close(self) -> None:
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-            try:
-                await self._refreshing
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await cancel_all([self._refreshing])

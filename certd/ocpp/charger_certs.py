@@ -39,6 +39,7 @@ from certd.ocpp import calls
 from certd.ocpp.enrollment import Enrollment, send
 from certd.store import leases
 from certd.store.types import utcnow
+from certd.tasks import cancel_all
 
 if TYPE_CHECKING:
     from certd.ocpp.service import OcppService
@@ -89,14 +90,7 @@ class ChargerCertService:
 
     async def close(self) -> None:
         self.service.remove_charger_hook(self._on_charger_event)
-        tasks = [t for t in (self._task, self._sweeper, *self._inflight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
-                pass
+        await cancel_all([self._task, self._sweeper, *self._inflight.values()])
         self._task = self._sweeper = None
         self._inflight.clear()
         await self.enrollment.close()

@@ -29,6 +29,7 @@ from certd.errors import CertdError
 from certd.ocpp import calls
 from certd.ocpp.group_commit import GroupCommit
 from certd.ocpp.logsafe import printable
+from certd.tasks import cancel_all
 
 if TYPE_CHECKING:
     from certd.ocpp.session import ChargerSession
@@ -225,11 +226,5 @@ class Enrollment:
         return True, f"moved to security profile 3 (slot {slot} first: {','.join(order)})"
 
     async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
-                pass
+        await cancel_all(list(self.tasks))
 

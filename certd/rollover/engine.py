@@ -56,6 +56,7 @@ from certd.rollover.loop_owned import LoopDict, LoopOwned, LoopOwner, LoopSet
 from certd.rollover.plans import Confirmed, HashIndex, ListenerPlan
 from certd.rollover.provision import Provisioner
 from certd.store.types import utcnow
+from certd.tasks import cancel_all
 
 if TYPE_CHECKING:
     from certd.ocpp.service import OcppService
@@ -148,14 +149,7 @@ class RolloverEngine:
     async def close(self) -> None:
         self._closing = True
         self.service.remove_charger_hook(self._on_charger_event)
-        tasks = [t for t in (self._loop_task, *self.memory.inflight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
-                pass
+        await cancel_all([self._loop_task, *self.memory.inflight.values()])
         self._loop_task = None
         self.memory.inflight.clear()
 

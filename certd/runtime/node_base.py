@@ -34,6 +34,7 @@ from certd.runtime import charger_calls, nodes
 from certd.runtime.notify_listener import Event, NotifyListener
 from certd.store import deploy_state
 from certd.store.chargers import REGISTRATION_ACCEPTED, REGISTRATION_PENDING
+from certd.tasks import cancel_all
 
 if TYPE_CHECKING:
     from certd.config import Config
@@ -101,14 +102,7 @@ class StoreNode(ABC):
 
     async def close(self) -> None:
         self._closing = True
-        for task in [self._ticker, *self._tasks]:
-            if task is None:
-                continue
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
-                pass
+        await cancel_all([self._ticker, *self._tasks])
         if self.listener is not None:
             await asyncio.to_thread(self.listener.close)
         try:
