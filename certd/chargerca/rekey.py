@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from certd.chargerca import keystore
 from certd.store.charger_ca import ChargerCaCert
 from certd.store.crypto import Keyring, StoreKeyError
+from certd.store.rekey import encrypt_checked
 
 _CA = ChargerCaCert.__table__  # type: ignore[attr-defined]
 
@@ -89,10 +90,7 @@ def _to_store_key(stored: bytes, fingerprint: str, reader: Keyring | None, write
     if reader is None:
         raise StoreKeyError("the charger CA key is encrypted in the store but no store key is configured to "
                             "read it ([store] key_file / key_env); nothing was written")
-    plain = reader.decrypt(text, purpose)
-    sealed = writer.encrypt(plain, purpose)
-    if writer.decrypt(sealed, purpose) != plain:  # never write what cannot be read back
-        raise StoreKeyError("charger_ca_cert.key_sealed: the new ciphertext did not decrypt; nothing written")
+    sealed = encrypt_checked(writer, reader.decrypt(text, purpose), purpose, "charger_ca_cert.key_sealed")
     report.changed += 1
     return sealed.encode("ascii")
 

@@ -80,10 +80,7 @@ def reseal(conn: sa.Connection, columns: list[SealedColumn], reader: Keyring | N
             if writer.is_current(stored):
                 report.current[column.purpose] = report.current.get(column.purpose, 0) + 1
                 continue
-            plain = _open(stored, column.purpose, reader)
-            sealed = writer.encrypt(plain, column.purpose)
-            if writer.decrypt(sealed, column.purpose) != plain:  # never write what cannot be read back
-                raise StoreKeyError(f"{column.purpose}: the new ciphertext did not decrypt; nothing written")
+            sealed = encrypt_checked(writer, _open(stored, column.purpose, reader), column.purpose)
             where = [k == v for k, v in zip(keys, row[:-1])] + [value_col == stored]
             result = conn.execute(sa.update(table).where(*where).values({column.column: sealed}))
             bucket = report.changed if result.rowcount == 1 else report.skipped
@@ -117,6 +114,15 @@ def count_plaintext(conn: sa.Connection, columns: list[SealedColumn]) -> int:
         total += conn.execute(sa.select(sa.func.count()).select_from(table).where(
             value_col.is_not(None), sa.not_(value_col.startswith("certd-enc:")))).scalar_one()
     return total
+
+
+def encrypt_checked(writer: Keyring, plain: str, purpose: str, what: str | None = None) -> str:
+    """`plain` encrypted under `writer`'s first key, read back before anyone writes it: a value
+    that does not decrypt is never written (`what` names it in the error; default `purpose`)."""
+    sealed = writer.encrypt(plain, purpose)
+    if writer.decrypt(sealed, purpose) != plain:
+        raise StoreKeyError(f"{what or purpose}: the new ciphertext did not decrypt; nothing written")
+    return sealed
 
 
 def _open(stored: str, purpose: str, reader: Keyring | None) -> str:
